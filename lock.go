@@ -1,0 +1,222 @@
+package redislock
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Options describe how a lock is obtained or refreshed. A nil *Options is
+// valid and means the zero value: no retry, no metadata, a random token, no
+// fencing. An Options value is safe to share across calls and goroutines
+// when its RetryStrategy is one of this package's.
+type Options struct {
+	// RetryStrategy decides the waits between attempts. Default (nil):
+	// NoRetry, a single attempt.
+	RetryStrategy RetryStrategy
+
+	// Metadata is stored beside the token and returned by Lock.Metadata. At
+	// most MaxMetadataLen (4096) bytes. Default: none.
+	Metadata string
+
+	// Token identifies the holder. Default (""): 16 random bytes from
+	// crypto/rand, as 22 characters of base64url. A custom token is at most
+	// MaxTokenLen (256) bytes without NUL; obtaining again with the token
+	// that holds the lock succeeds (idempotent), keeps its fence token and
+	// replaces its metadata.
+	Token string
+
+	// FenceKey names a counter that a fresh obtain INCRs in the same script;
+	// Lock.FenceToken returns its value, strictly increasing per FenceKey.
+	// Default (""): no fencing. On a cluster it must share the hash slot of
+	// the lock keys.
+	FenceKey string
+}
+
+func (o *Options) retryStrategy() RetryStrategy {
+	if o == nil {
+		return nil
+	}
+	return o.RetryStrategy
+}
+
+func (o *Options) fenceKey() string {
+	if o == nil {
+		return ""
+	}
+	return o.FenceKey
+}
+
+// Lock is an obtained lock. Its methods are safe for concurrent use; those
+// that talk to Redis return ErrNotObtained or ErrLockNotHeld on a nil *Lock
+// instead of panicking.
+type Lock struct {
+	client   *Client
+	keys     []string
+	one      [1]string // backs keys for a single-key lock: no second allocation
+	token    string
+	metadata string
+	fence    int64
+	obtained time.Time // set when the client has an observer
+}
+
+// Key returns the lock's key; the first one of an ObtainMulti lock, and ""
+// for a nil *Lock.
+func (l *Lock) Key() string {
+	if l == nil {
+		return ""
+	}
+	return l.keys[0]
+}
+
+// Keys returns a copy of the lock's keys (nil for a nil *Lock).
+func (l *Lock) Keys() []string {
+	if l == nil {
+		return nil
+	}
+	return append([]string(nil), l.keys...)
+}
+
+// Token returns the lock's token, read locally ("" for a nil *Lock).
+func (l *Lock) Token() string {
+	if l == nil {
+		return ""
+	}
+	return l.token
+}
+
+// Metadata returns the metadata the lock was obtained with, read locally (""
+// for a nil *Lock).
+func (l *Lock) Metadata() string {
+	if l == nil {
+		return ""
+	}
+	return l.metadata
+}
+
+// FenceToken returns the fence token: the value of Options.FenceKey's counter
+// when the lock was obtained, strictly increasing per FenceKey. It is 0 when
+// the lock was obtained without a FenceKey, and for a nil *Lock. Pass it to
+// the resource the lock protects, and have that reject any write with a fence
+// token lower than one it has seen: that is what keeps a holder that paused
+// past its TTL from doing harm.
+func (l *Lock) FenceToken() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.fence
+}
+
+// TTL returns the remaining time to live: the least among the lock's keys.
+// It returns (0, nil) when the lock is no longer held by its token, and
+// ErrLockNotHeld for a nil *Lock. It is read-only (EVALSHA_RO), so it also
+// answers on a replica-served read or a write-paused server.
+func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if l == nil {
+		return 0, ErrLockNotHeld
+	}
+	c := l.client
+	var ev *Event
+	if c.observer != nil {
+		ev = &Event{Op: OpTTL, Keys: l.keys, Start: time.Now(), Attempts: 1}
+		ctx = c.observer.Begin(ctx, ev)
+	}
+	ms, err := scriptPTTL.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
+	var ttl time.Duration
+	switch {
+	case rueidis.IsRedisNil(err):
+		err = nil
+	case err != nil:
+		err = fmt.Errorf("redislock: ttl %q: %w", l.keys[0], err)
+	default:
+		ttl = time.Duration(ms) * time.Millisecond
+	}
+	if ev != nil {
+		ev.finish(err)
+		c.observer.End(ctx, ev)
+	}
+	return ttl, err
+}
+
+// Refresh gives the lock a new TTL, retrying transport errors as
+// opt.RetryStrategy allows (only the RetryStrategy of opt is used).
+//
+// Errors: ErrNotObtained when the lock is no longer held by its token (at
+// once: a lost lock cannot come back by waiting) and for a nil *Lock; an
+// error wrapping ErrInvalidTTL, before any I/O, for a TTL under 1ms or over
+// MaxTTL (never a PEXPIRE that would delete the lock); the transport error
+// (joined with the ctx error when the ctx ended while waiting) otherwise.
+func (l *Lock) Refresh(ctx context.Context, ttl time.Duration, opt *Options) error {
+	if l == nil {
+		return ErrNotObtained
+	}
+	c := l.client
+	if c.observer == nil {
+		return l.refresh(ctx, ttl, opt)
+	}
+	ev := &Event{Op: OpRefresh, Keys: l.keys, TTL: ttl, Start: time.Now()}
+	ctx = c.observer.Begin(ctx, ev)
+	var err error
+	ev.Attempts, err = l.refreshCount(ctx, ttl, opt)
+	ev.finish(err)
+	c.observer.End(ctx, ev)
+	return err
+}
+
+func (l *Lock) refresh(ctx context.Context, ttl time.Duration, opt *Options) error {
+	_, err := l.refreshCount(ctx, ttl, opt)
+	return err
+}
+
+func (l *Lock) refreshCount(ctx context.Context, ttl time.Duration, opt *Options) (int, error) {
+	if err := validateTTL(ttl); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("redislock: refresh %q: %w", l.keys[0], err)
+	}
+	attempts, _, err := l.client.retry(ctx, opRefresh, l, ttl, opt)
+	return attempts, err
+}
+
+// Release deletes the lock if its token still holds every key.
+//
+// Errors: ErrLockNotHeld when it does not (expired, or taken by another
+// token) and for a nil *Lock; the transport error otherwise. A ctx that has
+// already ended does not stop the release: it runs detached from the
+// cancellation, bounded by the client's release timeout
+// (DefaultReleaseTimeout, 2s, unless WithReleaseTimeout), so a cancelled
+// request does not leave its lock held until the TTL.
+func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return ErrLockNotHeld
+	}
+	c := l.client
+	var ev *Event
+	if c.observer != nil {
+		ev = &Event{Op: OpRelease, Keys: l.keys, Start: time.Now(), Attempts: 1}
+		if !l.obtained.IsZero() {
+			ev.Held = ev.Start.Sub(l.obtained)
+		}
+		ctx = c.observer.Begin(ctx, ev)
+	}
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
+		defer cancel()
+	}
+	err := scriptRelease.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	switch {
+	case rueidis.IsRedisNil(err):
+		err = ErrLockNotHeld
+	case err != nil:
+		err = fmt.Errorf("redislock: release %q: %w", l.keys[0], err)
+	}
+	if ev != nil {
+		ev.finish(err)
+		c.observer.End(ctx, ev)
+	}
+	return err
+}

@@ -1,0 +1,125 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Observer watches the operations of a Client: the seam that the otel
+// package (its own module) plugs into with WithObserver. With no observer
+// set, the library does no work for it and allocates nothing for it.
+//
+// Begin and End are called from the goroutine that runs the operation, once
+// each; an Observer must be safe for concurrent use.
+type Observer interface {
+	// Begin is called when an operation starts, before any validation. The
+	// ctx it returns is the one the operation's Redis commands run with (so
+	// that a span started here is their parent) and the one End receives.
+	Begin(ctx context.Context, ev *Event) context.Context
+	// End is called when the operation returns, with ev filled in. ev and
+	// ev.Keys must not be kept after End returns.
+	End(ctx context.Context, ev *Event)
+}
+
+// WithObserver reports every operation of the Client to o. A nil o is
+// ignored.
+func WithObserver(o Observer) ClientOption {
+	return func(c *Client) {
+		if o != nil {
+			c.observer = o
+		}
+	}
+}
+
+// Op names an operation of a Lock or Client.
+type Op uint8
+
+// The operations an Observer sees.
+const (
+	OpObtain Op = iota + 1
+	OpObtainMulti
+	OpRefresh
+	OpRelease
+	OpTTL
+)
+
+var opNames = [...]string{"unknown", "obtain", "obtain_multi", "refresh", "release", "ttl"}
+
+// String returns the operation's name: "obtain", "obtain_multi", "refresh",
+// "release" or "ttl".
+func (o Op) String() string {
+	if int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return opNames[0]
+}
+
+// Outcome is how an operation ended.
+type Outcome uint8
+
+// The outcomes of an operation.
+const (
+	// OutcomeOK: the lock was obtained, refreshed, released or read.
+	OutcomeOK Outcome = iota
+	// OutcomeNotObtained: Obtain or ObtainMulti found the lock held by
+	// another token until it gave up (ErrNotObtained).
+	OutcomeNotObtained
+	// OutcomeLost: Refresh or Release found the lock no longer held by its
+	// token (ErrNotObtained, ErrLockNotHeld).
+	OutcomeLost
+	// OutcomeError: anything else: bad input, a transport error, a ctx that
+	// ended.
+	OutcomeError
+)
+
+var outcomeNames = [...]string{"ok", "not_obtained", "lost", "error"}
+
+// String returns the outcome's name: "ok", "not_obtained", "lost" or
+// "error".
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return outcomeNames[OutcomeError]
+}
+
+// Event describes one operation, for an Observer.
+type Event struct {
+	Op   Op
+	Keys []string // the lock's keys; read-only, not to be kept
+
+	// TTL is the TTL asked for by Obtain, ObtainMulti and Refresh.
+	TTL time.Duration
+	// Start is when the operation began.
+	Start time.Time
+	// Held is, for Release, the time since the lock was obtained.
+	Held time.Duration
+
+	// Attempts counts the Redis round trips the operation made (0 when it
+	// failed before any I/O); Contended the obtain attempts that found the
+	// lock held by another token.
+	Attempts, Contended int
+
+	// Outcome and Err are set before End: Err is the error the operation
+	// returns (nil on OutcomeOK).
+	Outcome Outcome
+	Err     error
+}
+
+// finish records err and the outcome it means for the operation.
+func (ev *Event) finish(err error) {
+	ev.Err = err
+	switch {
+	case err == nil:
+		ev.Outcome = OutcomeOK
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		ev.Outcome = OutcomeError
+	case (ev.Op == OpObtain || ev.Op == OpObtainMulti) && errors.Is(err, ErrNotObtained):
+		ev.Outcome = OutcomeNotObtained
+	case errors.Is(err, ErrNotObtained) || errors.Is(err, ErrLockNotHeld):
+		ev.Outcome = OutcomeLost
+	default:
+		ev.Outcome = OutcomeError
+	}
+}

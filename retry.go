@@ -1,0 +1,120 @@
+package redislock
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// RetryStrategy decides how long to wait before the next attempt to obtain or
+// refresh a lock. A NextBackoff under 1ns stops retrying.
+//
+// The strategies built by this package are templates: each Obtain, ObtainMulti
+// or Refresh call works on its own fresh copy, so one value (and one Options
+// holding it) is safe to share across calls and goroutines. A strategy of
+// your own is used as given, shared state included.
+type RetryStrategy interface {
+	// NextBackoff returns the wait before the next attempt.
+	NextBackoff() time.Duration
+}
+
+// template is implemented by this package's strategies: fresh returns a copy
+// with a full budget for one call.
+type template interface {
+	fresh() RetryStrategy
+}
+
+// freshStrategy returns the strategy one call works on: a fresh copy of the
+// package's templates, the user's own strategy as given, NoRetry for nil.
+func freshStrategy(s RetryStrategy) RetryStrategy {
+	switch s := s.(type) {
+	case nil:
+		return NoRetry()
+	case template:
+		return s.fresh()
+	default:
+		return s
+	}
+}
+
+type linearBackoff time.Duration
+
+var _ RetryStrategy = linearBackoff(0)
+
+// NoRetry makes a single attempt. It is the default when Options or its
+// RetryStrategy is nil.
+func NoRetry() RetryStrategy {
+	return linearBackoff(0)
+}
+
+// LinearBackoff retries after the same wait every time, until the ctx ends
+// (or one TTL has passed when the ctx has no deadline). A backoff under 1ns
+// means no retry, like NoRetry.
+func LinearBackoff(backoff time.Duration) RetryStrategy {
+	return linearBackoff(backoff)
+}
+
+func (r linearBackoff) NextBackoff() time.Duration { return time.Duration(r) }
+
+func (r linearBackoff) fresh() RetryStrategy { return r }
+
+type limitedRetry struct {
+	s   RetryStrategy
+	cnt atomic.Int64
+	max int64
+}
+
+var _ RetryStrategy = (*limitedRetry)(nil)
+
+// LimitRetry allows at most max retries (max+1 attempts in all) of s for each
+// call that uses it. A max of 0 or less means no retry. When s is one of this
+// package's strategies, each call gets a fresh copy of it too.
+func LimitRetry(s RetryStrategy, max int) RetryStrategy {
+	return &limitedRetry{s: s, max: int64(max)}
+}
+
+func (r *limitedRetry) NextBackoff() time.Duration {
+	if r.cnt.Add(1) > r.max {
+		return 0
+	}
+	return r.s.NextBackoff()
+}
+
+func (r *limitedRetry) fresh() RetryStrategy {
+	return &limitedRetry{s: freshStrategy(r.s), max: r.max}
+}
+
+type exponentialBackoff struct {
+	cnt      atomic.Uint64
+	min, max time.Duration
+}
+
+var _ RetryStrategy = (*exponentialBackoff)(nil)
+
+// ExponentialBackoff doubles the wait after every attempt: 4ms, 8ms, 16ms,
+// ... 2^(n+1) ms for the n-th retry, up to 2^26 ms (about 18.6 hours), then
+// clamps it to [min, max]. A min of 0 sets no floor; a max of 0 sets no
+// ceiling (combine it with LimitRetry or a ctx deadline). When max is below
+// min, every wait is max.
+func ExponentialBackoff(min, max time.Duration) RetryStrategy {
+	return &exponentialBackoff{min: min, max: max}
+}
+
+func (r *exponentialBackoff) NextBackoff() time.Duration {
+	n := r.cnt.Add(1)
+	ms := int64(2 << 25)
+	if n < 25 {
+		ms = 2 << n
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if r.max != 0 && (d > r.max || r.max < r.min) {
+		return r.max
+	}
+	if d < r.min {
+		return r.min
+	}
+	return d
+}
+
+func (r *exponentialBackoff) fresh() RetryStrategy {
+	return &exponentialBackoff{min: r.min, max: r.max}
+}
