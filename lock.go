@@ -59,7 +59,8 @@ type Lock struct {
 	token    string
 	metadata string
 	fence    int64
-	obtained time.Time // set when the client has an observer
+	obtained time.Time      // set when the client has an observer
+	tokenBuf [tokenLen]byte // backs a random token: no second allocation
 }
 
 // Key returns the lock's key; the first one of an ObtainMulti lock, and ""

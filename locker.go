@@ -22,7 +22,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -209,7 +208,7 @@ func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Opti
 	if o != nil && o.Token != "" {
 		l.token = o.Token
 	} else {
-		l.token = newToken()
+		l.setRandomToken()
 	}
 	if o != nil {
 		l.metadata = o.Metadata
@@ -372,7 +371,7 @@ func (c *Client) retry(ctx context.Context, what op, l *Lock, ttl time.Duration,
 // that token; once an attempt may have been applied unseen, attempts go
 // through obtain.lua, which takes again a lock its token already holds.
 func (c *Client) attempt(ctx context.Context, what op, l *Lock, ms int64, o *Options, unknown bool) (held bool, err error) {
-	ttl := strconv.FormatInt(ms, 10)
+	ttl := formatMs(ms)
 	if what == opRefresh {
 		err = scriptRefresh.Exec(ctx, c.client, l.keys, []string{l.token, ttl}).Error()
 		if rueidis.IsRedisNil(err) {
@@ -382,7 +381,9 @@ func (c *Client) attempt(ctx context.Context, what op, l *Lock, ms int64, o *Opt
 	}
 	fenceKey := o.fenceKey()
 	if !unknown && fenceKey == "" && len(l.keys) == 1 && (o == nil || o.Token == "") {
-		cmd := c.client.B().Set().Key(l.keys[0]).Value(lockValue(l.token, 0, l.metadata)).Nx().PxMilliseconds(ms).Build()
+		// Arbitrary rather than Set()...PxMilliseconds, which formats the
+		// TTL anew on every call.
+		cmd := c.client.B().Arbitrary("SET").Keys(l.keys[0]).Args(lockValue(l.token, 0, l.metadata), "NX", "PX", ttl).Build()
 		err = c.client.Do(ctx, cmd).Error()
 		if rueidis.IsRedisNil(err) {
 			return true, nil
