@@ -1,0 +1,47 @@
+# The commands a user and CI run. Every Go module of the repository is
+# covered: the root, and otel/ and bench/ once they exist.
+MODULES := . $(wildcard otel bench)
+STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
+# Integration tests never skip under make: redis-server is installed first.
+export REDISLOCK_REQUIRE_REDIS := 1
+
+.PHONY: test lint bench bench-smoke fuzz demo redis-server
+
+## test: every test of every module, with -race (fuzz seed corpora included)
+test: redis-server
+	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test -race -count=1 ./...); done
+
+## lint: gofmt, go vet and staticcheck on every module
+lint: $(STATICCHECK)
+	@set -e; test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }
+	@set -e; for m in $(MODULES); do echo "== lint $$m"; (cd $$m && go vet ./... && $(STATICCHECK) ./...); done
+
+$(STATICCHECK):
+	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+## bench: the library's own benchmarks against a real redis-server
+bench: redis-server
+	go test -run='^$$' -bench=. -benchmem -count=5 .
+
+## bench-smoke: every benchmark of every module once, so a broken one is caught
+bench-smoke: redis-server
+	@set -e; for m in $(MODULES); do (cd $$m && go test -run='^$$' -bench=. -benchtime=1x ./...); done
+
+## fuzz: each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for f in $$(go test -list='^Fuzz' . | grep ^Fuzz); do go test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) .; done
+
+## demo: the runnable demo on an embedded miniredis
+demo:
+	go run ./cmd/redislock bench
+
+## redis-server: install redis-server when missing (Debian, as root), or say how
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-server is missing: installing Debian's package"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing; install it with: sudo apt-get install -y redis-server" >&2; exit 1; \
+	  fi; }
