@@ -1,6 +1,6 @@
 # The commands a user and CI run. Every Go module of the repository is
-# covered: the root, and otel/ and bench/ once they exist.
-MODULES := . $(wildcard otel bench)
+# covered: the root, and otel/, bench/ and safety/ once they exist.
+MODULES := . $(wildcard otel bench safety)
 STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 # Integration tests never skip under make: redis-server is installed first.
 export REDISLOCK_REQUIRE_REDIS := 1
