@@ -155,7 +155,8 @@ func ObtainMulti(ctx context.Context, client rueidis.Client, keys []string, ttl 
 // ErrNotObtained, since the outcome is unknown) and the library then
 // releases, in the background, whatever the server may have granted. Bad
 // input: see the package documentation. A ctx that is already done returns
-// ErrNotObtained joined with the ctx error, and sends nothing.
+// an error wrapping the ctx error (not ErrNotObtained) at once, and sends
+// nothing.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt *Options) (*Lock, error) {
 	l := &Lock{client: c}
 	l.one[0] = key
@@ -203,7 +204,7 @@ func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Opti
 		return 0, 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, 0, fmt.Errorf("%w: %w", ErrNotObtained, err)
+		return 0, 0, fmt.Errorf("redislock: obtain %q: not attempted: %w", l.keys[0], err)
 	}
 	if o != nil && o.Token != "" {
 		l.token = o.Token
