@@ -106,7 +106,16 @@ func FuzzOwnershipScript(f *testing.F) {
 			t.Fatalf("obtain: %v", err)
 		}
 		thief := &Lock{client: c, keys: []string{"k"}, token: other}
-		_, err = c.Obtain(ctx, "k", time.Hour, &Options{Token: other})
+		again, err := c.Obtain(ctx, "k", time.Hour, &Options{Token: other, Metadata: "new"})
+		if err == nil {
+			// Taken again by its own token: same fence token, new metadata.
+			if again.FenceToken() != lock.FenceToken() {
+				t.Fatalf("fence token %d became %d", lock.FenceToken(), again.FenceToken())
+			}
+			if v, _ := m.Get("k"); v != lockValue(holder, lock.FenceToken(), "new") {
+				t.Fatalf("stored %q after taking again", v)
+			}
+		}
 		refreshErr := thief.Refresh(ctx, time.Minute, nil)
 		releaseErr := thief.Release(ctx)
 		if other == holder {
