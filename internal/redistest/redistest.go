@@ -1,17 +1,24 @@
 // Package redistest starts real redis-server processes on free loopback
 // ports for the tests and benchmarks of this repository: a standalone server
 // and a local Redis Cluster. Every process is stopped, by its own pid, when
-// the test that started it ends.
+// the test that started it ends; nothing here uses pkill or killall.
+//
+// All functions and methods are safe for concurrent use, and servers started
+// by tests in parallel packages do not collide: a port taken by someone else
+// between picking and binding is detected and another port is tried.
 package redistest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,74 +29,119 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// RequireEnv names the environment variable that turns a missing
-// redis-server from a skip into a failure. make test and CI set it to 1.
-const RequireEnv = "REDISLOCK_REQUIRE_REDIS"
+// requireEnv names the environment variable that turns a missing
+// redis-server from a skip into a failure; make test and CI set it to 1.
+const requireEnv = "REDISLOCK_REQUIRE_REDIS"
 
-// Available reports whether redis-server is on PATH.
+// Timeouts, generous for a loaded CI machine.
+const (
+	startTimeout = 10 * time.Second // until a new server answers PING
+	doTimeout    = 10 * time.Second // one Do command
+	readyTimeout = 30 * time.Second // until a new cluster is ready
+	startTries   = 10               // ports tried before StartServer gives up
+)
+
+// Available reports whether redis-server is on PATH, and redis-cli with it
+// (StartCluster needs it; Debian's redis-server package brings both).
 func Available() bool {
-	_, err := exec.LookPath("redis-server")
-	return err == nil
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
-// Require skips tb, loudly, when redis-server is missing; when RequireEnv is
-// 1 it fails tb instead.
+// Require skips tb, with a message saying how to install redis-server, when
+// redis-server is missing. When the environment variable
+// REDISLOCK_REQUIRE_REDIS is 1 (make test and CI set it) it fails tb
+// instead. StartServer and StartCluster call it themselves.
 func Require(tb testing.TB) {
 	tb.Helper()
 	if Available() {
 		return
 	}
-	const msg = "redis-server is missing: integration tests need it; install it with: apt-get install -y redis-server"
-	if os.Getenv(RequireEnv) == "1" {
-		tb.Fatal(msg)
+	const msg = "redistest: redis-server or redis-cli is not on PATH; " +
+		"install it with: apt-get install -y redis-server"
+	if os.Getenv(requireEnv) == "1" {
+		tb.Fatal(msg + " (" + requireEnv + "=1 makes this a failure)")
 	}
 	tb.Skip("SKIPPED: " + msg)
 }
 
-// Server is one redis-server process on 127.0.0.1.
+// Server is one redis-server process on 127.0.0.1, started by StartServer or
+// StartCluster. Addr, Port and Dir never change, not even across Restart.
 type Server struct {
-	Addr string
+	Addr string // "127.0.0.1:Port"
 	Port int
-	Dir  string // its working directory (dump, AOF, logs)
+	Dir  string // working directory: dump, AOF, nodes.conf and redis.log
 
-	args []string
+	args []string // appended to the command line, kept for Restart
+
 	mu   sync.Mutex
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd     // nil while stopped
 	done chan struct{} // closed when cmd has exited
 }
 
-// StartServer starts a standalone redis-server on a free port, without
-// persistence, in a temporary directory of its own; args are appended to its
-// command line (for instance "--enable-debug-command", "local"). It returns
-// once the server answers PING, and stops it when tb ends.
+// StartServer starts a standalone redis-server on a free 127.0.0.1 port,
+// without persistence (--save ” --appendonly no) and with a temporary
+// directory of its own; args are appended to its command line and win over
+// those defaults (for instance "--enable-debug-command", "local" or
+// "--appendonly", "yes"). It returns once the server answers PING, within
+// 10 s, and fails tb otherwise. When tb ends the server gets SHUTDOWN NOSAVE,
+// then SIGKILL if it is still alive, and is waited for.
 func StartServer(tb testing.TB, args ...string) *Server {
 	tb.Helper()
+	return startServer(tb, false, args)
+}
+
+// startServer starts a server, retrying on other ports when one fails to
+// start (most likely because someone else took the port meanwhile). A
+// cluster node also needs port+10000 free, for its cluster bus.
+func startServer(tb testing.TB, cluster bool, extra []string) *Server {
+	tb.Helper()
 	Require(tb)
-	dir := tb.TempDir()
-	var lastErr error
-	for range 5 {
-		port, err := freePort(false)
-		if err != nil {
-			tb.Fatal(err)
+	var err error
+	for range startTries {
+		dir := tb.TempDir() // fresh each try: a failed node may leave nodes.conf
+		args := slices.Clone(extra)
+		if cluster {
+			args = append([]string{
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+				"--cluster-node-timeout", "1000",
+				"--repl-diskless-sync-delay", "0",
+			}, args...)
 		}
-		s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: dir, args: args}
-		if lastErr = s.start(); lastErr == nil {
+		var port int
+		if port, err = freePort(cluster); err != nil {
+			break
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, args: args}
+		if err = s.start(); err == nil {
 			tb.Cleanup(s.shutdown)
 			return s
 		}
 	}
-	tb.Fatalf("redistest: starting redis-server: %v", lastErr)
+	tb.Fatalf("redistest: starting redis-server: %v", err)
 	return nil
 }
 
-// start runs the process and waits for PING.
+// start runs the process and waits until it answers PING. The answer must
+// come from this very process: when another server holds the port, ours
+// exits, but the other one would answer PING too.
 func (s *Server) start() error {
 	argv := append([]string{
 		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.Dir,
-		"--logfile", filepath.Join(s.Dir, "redis.log"),
+		"--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", s.Dir,
 	}, s.args...)
+	log, err := os.OpenFile(filepath.Join(s.Dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close() // the child keeps its own descriptor
 	cmd := exec.Command("redis-server", argv...)
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -98,29 +150,37 @@ func (s *Server) start() error {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	s.mu.Lock()
-	s.cmd, s.done = cmd, done
-	s.mu.Unlock()
+	pid := strconv.Itoa(cmd.Process.Pid)
 
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(startTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		select {
 		case <-done:
-			log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
-			return fmt.Errorf("redis-server on port %d exited: %s", s.Port, lastLines(string(log), 5))
+			return fmt.Errorf("redis-server on port %d exited:\n%s", s.Port, s.logTail())
 		default:
 		}
-		if reply, err := s.do(200*time.Millisecond, "PING"); err == nil && reply == "PONG" {
-			return nil
+		if reply, err := s.do(250*time.Millisecond, "PING"); err != nil || reply != "PONG" {
+			continue
 		}
-		time.Sleep(10 * time.Millisecond)
+		info, err := s.do(time.Second, "INFO", "server")
+		if err != nil {
+			continue
+		}
+		if infoField(info, "process_id") != pid {
+			killWait(cmd, done)
+			return fmt.Errorf("port %d answers from another process", s.Port)
+		}
+		s.mu.Lock()
+		s.cmd, s.done = cmd, done
+		s.mu.Unlock()
+		return nil
 	}
-	s.kill()
-	return fmt.Errorf("redis-server on port %d did not answer PING within 10s", s.Port)
+	killWait(cmd, done)
+	return fmt.Errorf("redis-server on port %d did not answer PING within %v:\n%s", s.Port, startTimeout, s.logTail())
 }
 
-// Client returns a rueidis client to the server, closed when tb ends. opts
-// may adjust its options.
+// Client returns a rueidis client to the server, with rueidis' defaults
+// (RESP3, client-side caching) changed by opts, and closes it when tb ends.
+// The client reconnects by itself after Restart.
 func (s *Server) Client(tb testing.TB, opts ...func(*rueidis.ClientOption)) rueidis.Client {
 	tb.Helper()
 	opt := rueidis.ClientOption{InitAddress: []string{s.Addr}}
@@ -135,50 +195,101 @@ func (s *Server) Client(tb testing.TB, opts ...func(*rueidis.ClientOption)) ruei
 	return client
 }
 
-// Do runs one command on a connection of its own and returns the reply as
-// text, as redis-cli prints it.
+// Do runs one command on a connection of its own (plain RESP2, 10 s
+// timeout), for test setup such as FLUSHALL, SCRIPT FLUSH, DEBUG or INFO. It
+// returns the reply as text: a string or an integer as is, a nil as "", an
+// array as its elements joined by newlines. A Redis error reply comes back
+// as an error with the server's message ("ERR ...", "MOVED ...").
 func (s *Server) Do(tb testing.TB, args ...string) (string, error) {
 	tb.Helper()
-	return s.do(5*time.Second, args...)
+	return s.do(doTimeout, args...)
 }
 
 func (s *Server) do(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "redis-cli", append([]string{"-p", strconv.Itoa(s.Port)}, args...)...).CombinedOutput()
-	reply := strings.TrimSpace(string(out))
+	conn, err := net.DialTimeout("tcp", s.Addr, timeout)
 	if err != nil {
-		return reply, fmt.Errorf("redis-cli %s: %w: %s", strings.Join(args, " "), err, reply)
+		return "", err
 	}
-	if strings.HasPrefix(reply, "ERR") || strings.HasPrefix(reply, "Could not connect") {
-		return reply, errors.New(reply)
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return "", err
 	}
-	return reply, nil
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		return "", err
+	}
+	return readReply(bufio.NewReader(conn))
 }
 
-// Pid returns the process id of the running server (0 when stopped).
+// readReply reads one RESP2 reply.
+func readReply(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return "", errors.New("redistest: empty reply line")
+	}
+	switch kind, rest := line[0], line[1:]; kind {
+	case '+', ':':
+		return rest, nil
+	case '-':
+		return "", errors.New(rest)
+	case '$', '*':
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 {
+			return "", err // n < 0: a nil
+		}
+		if kind == '$' {
+			buf := make([]byte, n+2)
+			_, err := io.ReadFull(r, buf)
+			return string(buf[:n]), err
+		}
+		elems := make([]string, n)
+		for i := range elems {
+			if elems[i], err = readReply(r); err != nil {
+				return "", err
+			}
+		}
+		return strings.Join(elems, "\n"), nil
+	}
+	return "", fmt.Errorf("redistest: unexpected reply %q", line)
+}
+
+// Pid returns the process id of the running server, or 0 while it is
+// stopped.
 func (s *Server) Pid() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.cmd == nil {
 		return 0
 	}
 	return s.cmd.Process.Pid
 }
 
-// Stop kills the server with SIGKILL (a crash: nothing is saved) and waits
-// for it to exit.
+// Stop kills the server with SIGKILL, a crash in which nothing is saved
+// beyond what an AOF already holds, and waits for it to exit. Stopping a
+// stopped server does nothing.
 func (s *Server) Stop(tb testing.TB) {
 	tb.Helper()
-	s.kill()
+	if cmd, done := s.take(); cmd != nil {
+		killWait(cmd, done)
+	}
 }
 
-// Restart starts the server again on the same port, directory and
-// arguments, after Stop.
+// Restart starts the server again with the same port, directory and
+// arguments, after Stop (a server still running is stopped first), and waits
+// until it answers PING. It fails tb when the port stays taken for 5 s.
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
+	s.Stop(tb)
 	var err error
-	for range 50 { // the port may linger for a moment
+	for range 50 {
 		if err = s.start(); err == nil {
 			return
 		}
@@ -187,8 +298,9 @@ func (s *Server) Restart(tb testing.TB) {
 	tb.Fatalf("redistest: restarting redis-server: %v", err)
 }
 
-// Pause stops the server with SIGSTOP: it holds its connections and answers
-// nothing until Resume.
+// Pause freezes the server with SIGSTOP: it keeps its connections open and
+// answers nothing until Resume. A paused server is resumed before it is shut
+// down at the end of the test.
 func (s *Server) Pause(tb testing.TB) {
 	tb.Helper()
 	s.signal(tb, syscall.SIGSTOP)
@@ -203,102 +315,137 @@ func (s *Server) Resume(tb testing.TB) {
 func (s *Server) signal(tb testing.TB, sig syscall.Signal) {
 	tb.Helper()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		tb.Fatal("redistest: server is not running")
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		tb.Fatalf("redistest: %v: server on port %d is stopped", sig, s.Port)
 	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		tb.Fatalf("redistest: %v: %v", sig, err)
 	}
 }
 
-// kill sends SIGKILL to the server's own pid and waits for it.
-func (s *Server) kill() {
+// take marks the server stopped and returns the process it had, if any.
+func (s *Server) take() (*exec.Cmd, chan struct{}) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
+	s.cmd, s.done = nil, nil
+	return cmd, done
+}
+
+// shutdown ends the server when its test ends: SHUTDOWN NOSAVE, then
+// SIGKILL of its own pid if it is still alive after 5 s.
+func (s *Server) shutdown() {
+	cmd, done := s.take()
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server must be able to die
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server could not obey
+	_, _ = s.do(time.Second, "SHUTDOWN", "NOSAVE")
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		killWait(cmd, done)
+	}
+}
+
+// killWait sends SIGKILL to cmd's own pid and waits until it has exited.
+func killWait(cmd *exec.Cmd, done <-chan struct{}) {
 	_ = cmd.Process.Kill()
 	<-done
 }
 
-// shutdown stops the server at the end of the test.
-func (s *Server) shutdown() {
-	s.kill()
+func (s *Server) logTail() string {
+	log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+	return strings.Join(lines[max(0, len(lines)-5):], "\n")
 }
 
-// Cluster is a local Redis Cluster on 127.0.0.1.
+// Cluster is a local Redis Cluster on 127.0.0.1, started by StartCluster.
 type Cluster struct {
-	Addrs []string // masters first, then replicas
-	Nodes []*Server
+	Addrs []string  // every node's address: masters first, then replicas
+	Nodes []*Server // the nodes, in the order of Addrs
 }
 
 // StartCluster starts a Redis Cluster of masters masters with replicas
-// replicas each, on free ports whose cluster bus ports (port+10000) are
-// free too, and returns once every node reports cluster_state:ok with all
-// 16384 slots assigned. The nodes are stopped when tb ends.
+// replicas each (--cluster-node-timeout 1000), on free ports whose cluster
+// bus ports (port+10000) are free too, and creates it with
+// redis-cli --cluster create. It returns once every node reports
+// cluster_state:ok with all 16384 slots served and every replica is in sync
+// with its master, within 30 s, and fails tb otherwise. The nodes are
+// stopped when tb ends.
 func StartCluster(tb testing.TB, masters, replicas int) *Cluster {
 	tb.Helper()
-	Require(tb)
-	n := masters * (1 + replicas)
-	c := &Cluster{}
-	for range n {
-		var node *Server
-		for attempt := 0; node == nil; attempt++ {
-			port, err := freePort(true)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			dir := tb.TempDir()
-			s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: dir, args: []string{
-				"--cluster-enabled", "yes",
-				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-				"--cluster-node-timeout", "1000",
-				"--repl-diskless-sync-delay", "0",
-			}}
-			if err := s.start(); err != nil {
-				if attempt >= 4 {
-					tb.Fatalf("redistest: cluster node: %v", err)
-				}
-				continue
-			}
-			tb.Cleanup(s.shutdown)
-			node = s
-		}
-		c.Nodes = append(c.Nodes, node)
-		c.Addrs = append(c.Addrs, node.Addr)
+	if masters < 3 || replicas < 0 {
+		tb.Fatalf("redistest: a cluster needs at least 3 masters and no negative replicas, not %d and %d", masters, replicas)
+	}
+	nodes := make([]*Server, masters*(1+replicas))
+	addrs := make([]string, len(nodes))
+	for i := range nodes {
+		nodes[i] = startServer(tb, true, nil)
+		addrs[i] = nodes[i].Addr
 	}
 
-	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(tb.Context(), readyTimeout)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
 		tb.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
 	}
 
-	deadline := time.Now().Add(20 * time.Second)
-	for _, node := range c.Nodes {
+	// Wait for every node, and order them masters first.
+	c := &Cluster{}
+	var replicaNodes []*Server
+	deadline := time.Now().Add(readyTimeout)
+	for _, n := range nodes {
 		for {
-			info, err := node.do(time.Second, "CLUSTER", "INFO")
-			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_ok:16384") {
+			role, err := n.ready()
+			if err == nil {
+				if role == "master" {
+					c.Nodes = append(c.Nodes, n)
+				} else {
+					replicaNodes = append(replicaNodes, n)
+				}
 				break
 			}
 			if time.Now().After(deadline) {
-				tb.Fatalf("redistest: node %s not ready: %v %s", node.Addr, err, info)
+				tb.Fatalf("redistest: cluster node %s not ready after %v: %v", n.Addr, readyTimeout, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	c.Nodes = append(c.Nodes, replicaNodes...)
+	for _, n := range c.Nodes {
+		c.Addrs = append(c.Addrs, n.Addr)
+	}
 	return c
 }
 
-// Client returns a rueidis cluster client seeded with every node, closed
-// when tb ends.
+// ready returns the node's role once it serves the whole cluster (and, for
+// a replica, is in sync with its master), or why not yet.
+func (s *Server) ready() (role string, err error) {
+	info, err := s.do(time.Second, "CLUSTER", "INFO")
+	if err != nil {
+		return "", err
+	}
+	if infoField(info, "cluster_state") != "ok" || infoField(info, "cluster_slots_ok") != "16384" {
+		return "", fmt.Errorf("CLUSTER INFO:\n%s", info)
+	}
+	repl, err := s.do(time.Second, "INFO", "replication")
+	if err != nil {
+		return "", err
+	}
+	role = infoField(repl, "role")
+	if role != "master" && infoField(repl, "master_link_status") != "up" {
+		return "", fmt.Errorf("INFO replication:\n%s", repl)
+	}
+	return role, nil
+}
+
+// Client returns a rueidis cluster client seeded with every node's address,
+// and closes it when tb ends.
 func (c *Cluster) Client(tb testing.TB) rueidis.Client {
 	tb.Helper()
 	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: c.Addrs})
@@ -309,8 +456,8 @@ func (c *Cluster) Client(tb testing.TB) rueidis.Client {
 	return client
 }
 
-// freePort returns a port that 127.0.0.1 can listen on; with bus, port+10000
-// too.
+// freePort returns a port that 127.0.0.1 could listen on a moment ago; with
+// bus, port+10000 too. The caller must still cope with losing it to a race.
 func freePort(bus bool) (int, error) {
 	for range 100 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -325,20 +472,20 @@ func freePort(bus bool) (int, error) {
 		if port+10000 > 65535 {
 			continue
 		}
-		lb, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
-		if err != nil {
-			continue
+		if lb, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000))); err == nil {
+			_ = lb.Close()
+			return port, nil
 		}
-		_ = lb.Close()
-		return port, nil
 	}
-	return 0, errors.New("redistest: no free port pair found")
+	return 0, errors.New("redistest: no free port with a free bus port")
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+// infoField returns the value of field in an INFO or CLUSTER INFO reply.
+func infoField(info, field string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
 	}
-	return strings.Join(lines, "\n")
+	return ""
 }

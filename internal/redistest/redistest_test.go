@@ -2,54 +2,204 @@ package redistest_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-223c80a0/redislock/internal/redistest"
 )
 
-func TestServer(t *testing.T) {
-	srv := redistest.StartServer(t)
+// recorder is a testing.TB whose Skip and Fatal are recorded.
+type recorder struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (r *recorder) Helper()           {}
+func (r *recorder) Skip(args ...any)  { r.skipped = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recorder) Fatal(args ...any) { r.failed = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recorder) run(f func(testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(r)
+	}()
+	<-done
+}
+
+func TestRequire(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	require.False(t, redistest.Available())
+
+	t.Setenv("REDISLOCK_REQUIRE_REDIS", "")
+	r := &recorder{TB: t}
+	r.run(redistest.Require)
+	assert.Contains(t, r.skipped, "apt-get install -y redis-server")
+	assert.Empty(t, r.failed)
+
+	t.Setenv("REDISLOCK_REQUIRE_REDIS", "1")
+	r = &recorder{TB: t}
+	r.run(redistest.Require)
+	assert.Contains(t, r.failed, "apt-get install -y redis-server")
+	assert.Empty(t, r.skipped)
+}
+
+func TestServer_Client(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t, "--enable-debug-command", "local")
+	assert.Equal(t, fmt.Sprintf("127.0.0.1:%d", srv.Port), srv.Addr)
+	assert.DirExists(t, srv.Dir)
+	assert.Positive(t, srv.Pid())
+
 	client := srv.Client(t)
 	require.NoError(t, client.Do(t.Context(), client.B().Set().Key("k").Value("v").Build()).Error())
-	got, err := srv.Do(t, "GET", "k")
+	got, err := client.Do(t.Context(), client.B().Get().Key("k").Build()).ToString()
 	require.NoError(t, err)
-	require.Equal(t, "v", got)
-	pid := srv.Pid()
-	require.Positive(t, pid)
+	assert.Equal(t, "v", got)
 
-	// Pause: a command times out; Resume: it answers again.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"GET", "k"}, "v"},
+		{[]string{"GET", "missing"}, ""},
+		{[]string{"INCR", "n"}, "1"},
+		{[]string{"RPUSH", "list", "a", "b c"}, "2"},
+		{[]string{"LRANGE", "list", "0", "-1"}, "a\nb c"},
+		{[]string{"CONFIG", "GET", "enable-debug-command"}, "enable-debug-command\nlocal"},
+		{[]string{"CONFIG", "GET", "appendonly"}, "appendonly\nno"},
+		{[]string{"DEBUG", "SLEEP", "0"}, "OK"},
+	} {
+		got, err := srv.Do(t, tc.args...)
+		require.NoError(t, err, tc.args)
+		assert.Equal(t, tc.want, got, tc.args)
+	}
+	_, err = srv.Do(t, "NOSUCHCOMMAND")
+	require.ErrorContains(t, err, "ERR unknown command")
+}
+
+func TestServer_Restart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the key after a crash and restart
+	}{
+		{"no persistence", nil, ""},
+		{"aof always", []string{"--appendonly", "yes", "--appendfsync", "always"}, "v"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.StartServer(t, tc.args...)
+			client := srv.Client(t)
+			require.NoError(t, client.Do(t.Context(), client.B().Set().Key("k").Value("v").Build()).Error())
+			addr, pid := srv.Addr, srv.Pid()
+
+			srv.Stop(t)
+			assert.Zero(t, srv.Pid())
+			_, err := srv.Do(t, "PING")
+			require.Error(t, err, "a stopped server answered")
+
+			srv.Restart(t)
+			assert.Equal(t, addr, srv.Addr)
+			assert.NotEqual(t, pid, srv.Pid())
+			require.Eventually(t, func() bool { // the client reconnects by itself
+				got, err := client.Do(t.Context(), client.B().Get().Key("k").Build()).ToString()
+				if tc.want == "" {
+					return rueidis.IsRedisNil(err)
+				}
+				return err == nil && got == tc.want
+			}, 5*time.Second, 20*time.Millisecond)
+		})
+	}
+}
+
+func TestServer_Pause(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	client := srv.Client(t)
+	get := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		return client.Do(ctx, client.B().Get().Key("k").Build()).NonRedisError()
+	}
+	require.NoError(t, get())
+
 	srv.Pause(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	err = client.Do(ctx, client.B().Get().Key("k").Build()).Error()
-	cancel()
-	require.Error(t, err)
-	srv.Resume(t)
-	require.Eventually(t, func() bool {
-		v, err := client.Do(t.Context(), client.B().Get().Key("k").Build()).ToString()
-		return err == nil && v == "v"
-	}, 5*time.Second, 20*time.Millisecond)
+	start := time.Now()
+	require.ErrorIs(t, get(), context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 2*time.Second)
 
-	// Stop (a crash without persistence) and Restart on the same port.
-	srv.Stop(t)
-	require.Zero(t, srv.Pid())
-	srv.Restart(t)
-	require.NotEqual(t, pid, srv.Pid())
-	got, err = srv.Do(t, "EXISTS", "k")
-	require.NoError(t, err)
-	require.Equal(t, "0", got)
+	srv.Resume(t)
+	require.Eventually(t, func() bool { return get() == nil }, 5*time.Second, 20*time.Millisecond)
+}
+
+func TestServer_cleanup(t *testing.T) {
+	t.Parallel()
+	var pid int
+	t.Run("left paused", func(t *testing.T) {
+		srv := redistest.StartServer(t)
+		pid = srv.Pid()
+		srv.Pause(t)
+	})
+	require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "redis-server outlived its test")
 }
 
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	cl := redistest.StartCluster(t, 3, 0)
 	require.Len(t, cl.Addrs, 3)
+	require.Len(t, cl.Nodes, 3)
 	client := cl.Client(t)
-	for _, key := range []string{"a", "b", "c", "d"} {
-		require.NoError(t, client.Do(t.Context(), client.B().Set().Key(key).Value(key).Build()).Error())
-		v, err := client.Do(t.Context(), client.B().Get().Key(key).Build()).ToString()
+
+	// "b", "c" and "a" hash to slots 3300, 7365 and 15495: one on each master.
+	slots := map[string]bool{}
+	for _, key := range []string{"a", "b", "c"} {
+		slot, err := cl.Nodes[0].Do(t, "CLUSTER", "KEYSLOT", key)
 		require.NoError(t, err)
-		require.Equal(t, key, v)
+		slots[slot] = true
+
+		require.NoError(t, client.Do(t.Context(), client.B().Set().Key(key).Value("v-"+key).Build()).Error())
+		got, err := client.Do(t.Context(), client.B().Get().Key(key).Build()).ToString()
+		require.NoError(t, err)
+		assert.Equal(t, "v-"+key, got)
+
+		owners := 0
+		for _, n := range cl.Nodes {
+			got, err := n.Do(t, "GET", key)
+			if err != nil {
+				require.ErrorContains(t, err, "MOVED")
+				continue
+			}
+			assert.Equal(t, "v-"+key, got)
+			owners++
+		}
+		assert.Equal(t, 1, owners, key)
 	}
+	assert.Len(t, slots, 3)
+}
+
+func TestCluster_replicas(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3, 1)
+	require.Len(t, cl.Nodes, 6)
+	for i, n := range cl.Nodes {
+		assert.Equal(t, cl.Addrs[i], n.Addr)
+		role, err := n.Do(t, "ROLE")
+		require.NoError(t, err)
+		want := "master"
+		if i >= 3 {
+			want = "slave"
+		}
+		assert.True(t, strings.HasPrefix(role, want+"\n"), "node %d: %q", i, role)
+	}
+	client := cl.Client(t)
+	require.NoError(t, client.Do(t.Context(), client.B().Set().Key("k").Value("v").Build()).Error())
 }
