@@ -21,7 +21,25 @@ $(STATICCHECK):
 
 ## bench: the library's own benchmarks against a real redis-server
 bench: redis-server
-	go test -run='^$$' -bench=. -benchmem -count=5 .
+	go test -run='^$$' -bench=. -benchmem -count=6 .
+
+## bench-compare: the library beside its peers (bench/), as a benchstat table;
+## BENCH_ROUNDS=N repeats the whole run N times, interleaving the libraries
+## (BENCH_ROUNDS=10 BENCH_COUNT=1 on a noisy machine)
+BENCHSTAT := $(shell go env GOPATH)/bin/benchstat
+BENCH_COUNT ?= 10
+BENCH_ROUNDS ?= 1
+.PHONY: bench-compare
+bench-compare: redis-server $(BENCHSTAT)
+	@set -e; cd bench; rm -f compare.txt; \
+	for r in $$(seq $(BENCH_ROUNDS)); do \
+	  go test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) -timeout=0 . | tee -a compare.txt; \
+	done; \
+	if grep -q -e '^FAIL' -e '^--- FAIL' -e '^panic:' compare.txt; then echo "bench-compare: a benchmark failed" >&2; exit 1; fi; \
+	echo; echo "== $(BENCHSTAT) -col /lib bench/compare.txt"; $(BENCHSTAT) -col /lib compare.txt
+
+$(BENCHSTAT):
+	go install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
 ## bench-smoke: every benchmark of every module once, so a broken one is caught
 bench-smoke: redis-server

@@ -1,0 +1,129 @@
+// The race detector changes allocation counts, so these budgets are checked
+// only without it: `go test -race` leaves this file out, plain `go test`
+// (and `make bench-smoke`'s build) keeps it.
+
+//go:build !race
+
+package redislock_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+
+	"github.com/seed-223c80a0/redislock"
+	"github.com/seed-223c80a0/redislock/internal/redistest"
+)
+
+// The allocation budgets of the hot path, against a real redis-server. A
+// change that goes over one fails here; timing is left to the benchmarks.
+const (
+	// budgetObtainReleaseAllocs and budgetObtainReleaseBytes bound one
+	// Obtain+Release with a random token, one key, no metadata and no fence
+	// key. Today: 1 allocation, 144 B, the *Lock itself, which holds the
+	// key slice and the token's bytes.
+	budgetObtainReleaseAllocs = 2
+	budgetObtainReleaseBytes  = 256
+	// budgetRefreshAllocs and budgetReleaseAllocs bound one Refresh and one
+	// Release of a held lock. Today: 0 each.
+	budgetRefreshAllocs = 1
+	budgetReleaseAllocs = 1
+)
+
+// allocRuns is how many calls each measurement averages.
+const allocRuns = 500
+
+func TestAllocs_ObtainRelease(t *testing.T) {
+	ctx := context.Background()
+	locker := allocLocker(t)
+	keys := benchKeyRing("alloc-or", benchKeys)
+	i := 0
+	cycle := func() {
+		l, err := locker.Obtain(ctx, keys[i%len(keys)], benchTTL, nil)
+		i++
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allocs := testing.AllocsPerRun(allocRuns, cycle)
+	bytes := bytesPerRun(allocRuns, cycle)
+	t.Logf("Obtain+Release: %v allocs, %.0f B", allocs, bytes)
+	if allocs > budgetObtainReleaseAllocs {
+		t.Errorf("Obtain+Release: %v allocations, over the budget of %d", allocs, budgetObtainReleaseAllocs)
+	}
+	if bytes > budgetObtainReleaseBytes {
+		t.Errorf("Obtain+Release: %.0f B, over the budget of %d B", bytes, budgetObtainReleaseBytes)
+	}
+}
+
+func TestAllocs_Refresh(t *testing.T) {
+	ctx := context.Background()
+	locker := allocLocker(t)
+	l, err := locker.Obtain(ctx, benchKeyRing("alloc-refresh", 1)[0], benchTTL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(allocRuns, func() {
+		if err := l.Refresh(ctx, benchTTL, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("Refresh: %v allocs", allocs)
+	if allocs > budgetRefreshAllocs {
+		t.Errorf("Refresh: %v allocations, over the budget of %d", allocs, budgetRefreshAllocs)
+	}
+}
+
+func TestAllocs_Release(t *testing.T) {
+	ctx := context.Background()
+	locker := allocLocker(t)
+	// AllocsPerRun calls f once more than it is told, to warm up.
+	keys := benchKeyRing("alloc-release", allocRuns+1)
+	locks := make([]*redislock.Lock, len(keys))
+	for i, key := range keys {
+		l, err := locker.Obtain(ctx, key, benchTTL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		locks[i] = l
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(allocRuns, func() {
+		if err := locks[i].Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	t.Logf("Release: %v allocs", allocs)
+	if allocs > budgetReleaseAllocs {
+		t.Errorf("Release: %v allocations, over the budget of %d", allocs, budgetReleaseAllocs)
+	}
+}
+
+// allocLocker returns a lock client to a redis-server of its own, with
+// every connection of its rueidis client open (see benchWarmClient).
+func allocLocker(t *testing.T) *redislock.Client {
+	t.Helper()
+	client := redistest.StartServer(t).Client(t)
+	benchWarmClient(t, client)
+	return redislock.New(client)
+}
+
+// bytesPerRun is testing.AllocsPerRun for bytes: the average bytes
+// allocated by one call of f, over runs calls after a warm-up call, on one
+// CPU as AllocsPerRun measures. Every goroutine's allocations count, so a
+// budget keeps a margin for the client's own background work.
+func bytesPerRun(runs int, f func()) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	f()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.TotalAlloc-before.TotalAlloc) / float64(runs)
+}

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// requireEnv names the environment variable that turns a missing
+// redis-server from a skip into a failure; make and CI set it to 1.
+const requireEnv = "REDISLOCK_REQUIRE_REDIS"
+
+// env is what every test and benchmark of the package shares: one
+// redis-server, an admin client that reads its statistics, and one client
+// (or locker) per library.
+type env struct {
+	srv   *Server
+	admin rueidis.Client
+	libs  []*lib
+}
+
+var shared struct {
+	once sync.Once
+	env  *env
+	err  error
+}
+
+// TestMain stops the shared server, by its pid, once every test and
+// benchmark has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.env != nil {
+		shared.env.close()
+	}
+	os.Exit(code)
+}
+
+// setup returns the shared env, starting the server and the clients on
+// first use. Without redis-server it skips tb, or fails it when
+// REDISLOCK_REQUIRE_REDIS=1.
+func setup(tb testing.TB) *env {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		const msg = "redis-server is missing: the comparison needs it; install it with: apt-get install -y redis-server"
+		if os.Getenv(requireEnv) == "1" {
+			tb.Fatal(msg)
+		}
+		tb.Skip("SKIPPED: " + msg)
+	}
+	shared.once.Do(func() { shared.env, shared.err = newEnv() })
+	if shared.err != nil {
+		tb.Fatal(shared.err)
+	}
+	return shared.env
+}
+
+func newEnv() (*env, error) {
+	srv, err := StartServer()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	if err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	libs, err := newLibs(srv.Addr)
+	if err != nil {
+		admin.Close()
+		srv.Stop()
+		return nil, err
+	}
+	e := &env{srv: srv, admin: admin, libs: libs}
+	if err := e.warm(); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// warm runs every operation of every library, so that no benchmark
+// measures a connection being opened or a script being loaded (EVALSHA's
+// NOSCRIPT, then EVAL). A standalone rueidis client sends each keyed command
+// on one of its connections at random and opens each on first use (some
+// 4,000 allocations): 32 obtain+release cycles open them all.
+func (e *env) warm() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, l := range e.libs {
+		keys := keyRing("warm", l, 5)
+		for range 32 {
+			h, err := l.obtain(ctx, keys[0])
+			if err == nil {
+				err = h.Release(ctx)
+			}
+			if err != nil {
+				return fmt.Errorf("warming %s up: %w", l.name, err)
+			}
+		}
+		h, err := l.obtain(ctx, keys[0])
+		if err == nil && l.refresh {
+			err = h.Refresh(ctx)
+		}
+		if err == nil {
+			err = h.Release(ctx)
+		}
+		if err == nil && l.multi != nil {
+			if h, err = l.multi(ctx, keys[1:4]); err == nil {
+				err = h.Release(ctx)
+			}
+		}
+		if err == nil {
+			if h, err = l.wait(ctx, keys[4]); err == nil {
+				err = h.Release(ctx)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("warming %s up: %w", l.name, err)
+		}
+	}
+	return nil
+}
+
+func (e *env) close() {
+	for _, l := range e.libs {
+		l.close()
+	}
+	e.admin.Close()
+	e.srv.Stop()
+}
+
+// runs numbers the benchmark and test runs, so that each uses keys of its
+// own: a lock left behind by a failed run cannot block the next one.
+var runs atomic.Int64
+
+// keyRing returns n keys under a prefix of their own.
+func keyRing(scenario string, l *lib, n int) []string {
+	prefix := fmt.Sprintf("bench:%s:%s:%d:", scenario, l.name, runs.Add(1))
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = prefix + strconv.Itoa(i)
+	}
+	return keys
+}
+
+// commands returns how many commands the server has executed, from INFO
+// commandstats, leaving out INFO itself and the commands named in except.
+// Commands that scripts run with redis.call count too: Redis counts them.
+func (e *env) commands(tb testing.TB, except ...string) int64 {
+	tb.Helper()
+	info, err := e.admin.Do(context.Background(), e.admin.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		tb.Fatalf("INFO commandstats: %v", err)
+	}
+	stats, err := parseCommandStats(info)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n int64
+	for name, calls := range stats {
+		if name == "info" || slices.Contains(except, name) {
+			continue
+		}
+		n += calls
+	}
+	return n
+}
+
+// parseCommandStats reads the calls of each command from the reply of INFO
+// commandstats ("cmdstat_get:calls=3,usec=..." a line).
+func parseCommandStats(info string) (map[string]int64, error) {
+	stats := make(map[string]int64)
+	for line := range strings.Lines(info) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, fields, ok := strings.Cut(rest, ":calls=")
+		if !ok {
+			return nil, errors.New("INFO commandstats: unexpected line: " + line)
+		}
+		calls, _, _ := strings.Cut(fields, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("INFO commandstats: %q: %w", line, err)
+		}
+		stats[name] = n
+	}
+	return stats, nil
+}
+
+// counter measures the commands of one benchmark run.
+type counter struct {
+	e      *env
+	before int64
+}
+
+func (e *env) counter(tb testing.TB) counter {
+	tb.Helper()
+	return counter{e: e, before: e.commands(tb)}
+}
+
+// report adds the metric unit ("cmds/acq", "cmds/op"): the commands the
+// server executed since the counter was made, per n. Nothing is reported for
+// n of 0.
+func (c counter) report(b *testing.B, n int, unit string) {
+	b.Helper()
+	after := c.e.commands(b)
+	if n > 0 {
+		b.ReportMetric(float64(after-c.before)/float64(n), unit)
+	}
+}
