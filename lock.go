@@ -59,7 +59,7 @@ type Lock struct {
 	token    string
 	metadata string
 	fence    int64
-	obtained time.Time      // set when the client has an observer
+	obtained time.Duration  // since clockBase, when the client has an observer
 	tokenBuf [tokenLen]byte // backs a random token: no second allocation
 }
 
@@ -198,8 +198,8 @@ func (l *Lock) Release(ctx context.Context) error {
 	var ev *Event
 	if c.observer != nil {
 		ev = &Event{Op: OpRelease, Keys: l.keys, Start: time.Now(), Attempts: 1}
-		if !l.obtained.IsZero() {
-			ev.Held = ev.Start.Sub(l.obtained)
+		if l.obtained > 0 {
+			ev.Held = ev.Start.Sub(clockBase) - l.obtained
 		}
 		ctx = c.observer.Begin(ctx, ev)
 	}

@@ -192,7 +192,7 @@ func (c *Client) observeObtain(ctx context.Context, op Op, l *Lock, ttl time.Dur
 		c.observer.End(ctx, ev)
 		return nil, err
 	}
-	l.obtained = ev.Start
+	l.obtained = ev.Start.Sub(clockBase)
 	c.observer.End(ctx, ev)
 	return l, nil
 }
@@ -393,7 +393,8 @@ func (c *Client) attempt(ctx context.Context, what op, l *Lock, ms int64, o *Opt
 	}
 	keys, fenced := l.keys, "0"
 	if fenceKey != "" {
-		keys, fenced = append(l.keys[:len(l.keys):len(l.keys)], fenceKey), "1"
+		keys, fenced = make([]string, len(l.keys)+1), "1"
+		keys[copy(keys, l.keys)] = fenceKey
 	}
 	fence, err := scriptObtain.Exec(ctx, c.client, keys, []string{l.token, ttl, l.metadata, fenced}).AsInt64()
 	if rueidis.IsRedisNil(err) {
