@@ -7,9 +7,11 @@ export REDISLOCK_REQUIRE_REDIS := 1
 
 .PHONY: test lint bench bench-smoke fuzz demo redis-server
 
-## test: every test of every module, with -race (fuzz seed corpora included)
+## test: every test of every module, with -race (fuzz seed corpora included),
+## then the allocation budgets, which only hold without -race
 test: redis-server
-	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test -race -count=1 ./...); done
+	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && go test -race -count=1 ./...); done
+	@set -e; for m in $(MODULES); do echo "== allocation budgets $$m"; (cd $$m && go test -count=1 -run='Alloc' ./...); done
 
 ## lint: gofmt, go vet and staticcheck on every module
 lint: $(STATICCHECK)

@@ -121,7 +121,8 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	c := l.client
 	var ev *Event
 	if c.observer != nil {
-		ev = &Event{Op: OpTTL, Keys: l.keys, Start: time.Now(), Attempts: 1}
+		ev = newEvent(OpTTL, l.keys, 0)
+		ev.Attempts = 1
 		ctx = c.observer.Begin(ctx, ev)
 	}
 	ms, err := scriptPTTL.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
@@ -137,6 +138,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if ev != nil {
 		ev.finish(err)
 		c.observer.End(ctx, ev)
+		putEvent(ev)
 	}
 	return ttl, err
 }
@@ -157,7 +159,8 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration, opt *Options) err
 	if c.observer == nil {
 		return l.refresh(ctx, ttl, opt)
 	}
-	ev := &Event{Op: OpRefresh, Keys: l.keys, TTL: ttl, Start: time.Now()}
+	ev := newEvent(OpRefresh, l.keys, ttl)
+	defer putEvent(ev)
 	ctx = c.observer.Begin(ctx, ev)
 	var err error
 	ev.Attempts, err = l.refreshCount(ctx, ttl, opt)
@@ -197,7 +200,8 @@ func (l *Lock) Release(ctx context.Context) error {
 	c := l.client
 	var ev *Event
 	if c.observer != nil {
-		ev = &Event{Op: OpRelease, Keys: l.keys, Start: time.Now(), Attempts: 1}
+		ev = newEvent(OpRelease, l.keys, 0)
+		ev.Attempts = 1
 		if l.obtained > 0 {
 			ev.Held = ev.Start.Sub(clockBase) - l.obtained
 		}
@@ -218,6 +222,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	if ev != nil {
 		ev.finish(err)
 		c.observer.End(ctx, ev)
+		putEvent(ev)
 	}
 	return err
 }

@@ -183,7 +183,8 @@ func (c *Client) observeObtain(ctx context.Context, op Op, l *Lock, ttl time.Dur
 		}
 		return l, nil
 	}
-	ev := &Event{Op: op, Keys: l.keys, TTL: ttl, Start: time.Now()}
+	ev := newEvent(op, l.keys, ttl)
+	defer putEvent(ev)
 	ctx = c.observer.Begin(ctx, ev)
 	var err error
 	ev.Attempts, ev.Contended, err = c.obtain(ctx, l, ttl, o)

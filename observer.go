@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -18,7 +19,7 @@ type Observer interface {
 	// that a span started here is their parent) and the one End receives.
 	Begin(ctx context.Context, ev *Event) context.Context
 	// End is called when the operation returns, with ev filled in. ev and
-	// ev.Keys must not be kept after End returns.
+	// ev.Keys must not be kept after End returns: ev is reused.
 	End(ctx context.Context, ev *Event)
 }
 
@@ -109,6 +110,24 @@ type Event struct {
 	// returns (nil on OutcomeOK).
 	Outcome Outcome
 	Err     error
+}
+
+// events recycles Events: an Event handed to an Observer escapes to the
+// heap, and Observer.End may not keep it, so one per operation would be an
+// allocation for nothing.
+var events = sync.Pool{New: func() any { return new(Event) }}
+
+// newEvent returns a cleared Event for op, started now.
+func newEvent(op Op, keys []string, ttl time.Duration) *Event {
+	ev := events.Get().(*Event)
+	*ev = Event{Op: op, Keys: keys, TTL: ttl, Start: time.Now()}
+	return ev
+}
+
+// putEvent hands ev back once End has returned.
+func putEvent(ev *Event) {
+	*ev = Event{}
+	events.Put(ev)
 }
 
 // finish records err and the outcome it means for the operation.
