@@ -6,8 +6,9 @@
 // EVALSHA compare-and-delete).
 //
 // It is a module of its own, so that importing the library never downloads
-// go-redis, redsync or bsm/redislock. The package holds only StartServer;
-// the comparison is in its _test.go files:
+// go-redis, redsync or bsm/redislock. The package holds no code of its own:
+// the comparison is in its _test.go files, and the server comes from the root
+// module's internal/redistest.
 //
 //	go test -run='^$' -bench=. -benchmem -count=10 . | tee new.txt
 //	benchstat -col /lib new.txt

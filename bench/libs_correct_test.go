@@ -7,38 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// TestStartServer starts a server of its own, checks it answers and that
-// Stop ends the process.
-func TestStartServer(t *testing.T) {
-	setup(t) // skips, or fails, without redis-server
-	s, err := StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ping(s.Addr); err != nil {
-		t.Fatalf("PING: %v", err)
-	}
-	pid := s.Pid()
-	s.Stop()
-	s.Stop() // a second Stop is harmless
-	if err := ping(s.Addr); err == nil {
-		t.Errorf("the server still answers after Stop")
-	}
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("process %d still exists after Stop: %v", pid, err)
-	}
-	if _, err := os.Stat(s.Dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Stop left %s behind: %v", s.Dir, err)
-	}
-}
 
 func TestPercentile(t *testing.T) {
 	ms := func(n ...int) []time.Duration {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,17 +14,16 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
-)
 
-// requireEnv names the environment variable that turns a missing
-// redis-server from a skip into a failure; make and CI set it to 1.
-const requireEnv = "REDISLOCK_REQUIRE_REDIS"
+	"github.com/seed-223c80a0/redislock/internal/redistest"
+)
 
 // env is what every test and benchmark of the package shares: one
 // redis-server, an admin client that reads its statistics, and one client
 // (or locker) per library.
 type env struct {
-	srv   *Server
+	srv   *redistest.Server
+	dir   string
 	admin rueidis.Client
 	libs  []*lib
 }
@@ -51,13 +49,7 @@ func TestMain(m *testing.M) {
 // REDISLOCK_REQUIRE_REDIS=1.
 func setup(tb testing.TB) *env {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		const msg = "redis-server is missing: the comparison needs it; install it with: apt-get install -y redis-server"
-		if os.Getenv(requireEnv) == "1" {
-			tb.Fatal(msg)
-		}
-		tb.Skip("SKIPPED: " + msg)
-	}
+	redistest.Require(tb)
 	shared.once.Do(func() { shared.env, shared.err = newEnv() })
 	if shared.err != nil {
 		tb.Fatal(shared.err)
@@ -66,22 +58,26 @@ func setup(tb testing.TB) *env {
 }
 
 func newEnv() (*env, error) {
-	srv, err := StartServer()
+	dir, err := os.MkdirTemp("", "redislock-bench-")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := redistest.Start(dir)
 	if err != nil {
 		return nil, err
 	}
 	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
 	if err != nil {
-		srv.Stop()
+		srv.Close()
 		return nil, err
 	}
 	libs, err := newLibs(srv.Addr)
 	if err != nil {
 		admin.Close()
-		srv.Stop()
+		srv.Close()
 		return nil, err
 	}
-	e := &env{srv: srv, admin: admin, libs: libs}
+	e := &env{srv: srv, dir: dir, admin: admin, libs: libs}
 	if err := e.warm(); err != nil {
 		e.close()
 		return nil, err
@@ -137,7 +133,8 @@ func (e *env) close() {
 		l.close()
 	}
 	e.admin.Close()
-	e.srv.Stop()
+	e.srv.Close()
+	_ = os.RemoveAll(e.dir)
 }
 
 // runs numbers the benchmark and test runs, so that each uses keys of its

@@ -101,9 +101,40 @@ func StartServer(tb testing.TB, args ...string) *Server {
 func startServer(tb testing.TB, cluster bool, extra []string) *Server {
 	tb.Helper()
 	Require(tb)
+	s, err := launch(tb.TempDir, cluster, extra)
+	if err != nil {
+		tb.Fatalf("redistest: starting redis-server: %v", err)
+	}
+	tb.Cleanup(s.shutdown)
+	return s
+}
+
+// Start starts a standalone redis-server like StartServer, for code that
+// has no testing.TB (a TestMain, a benchmark harness): dir is its working
+// directory, and the caller stops it with Close.
+func Start(dir string, args ...string) (*Server, error) {
+	if !Available() {
+		return nil, errors.New("redistest: redis-server is missing; install it with: apt-get install -y redis-server")
+	}
+	tries := 0
+	return launch(func() string {
+		tries++
+		d := filepath.Join(dir, strconv.Itoa(tries)) // fresh each try
+		_ = os.MkdirAll(d, 0o755)
+		return d
+	}, false, args)
+}
+
+// Close stops a server made by Start: SHUTDOWN NOSAVE, then SIGKILL of its
+// own pid if it is still alive after 5 s.
+func (s *Server) Close() { s.shutdown() }
+
+// launch starts a server on a free port, trying startTries ports, each with
+// a fresh directory from newDir.
+func launch(newDir func() string, cluster bool, extra []string) (*Server, error) {
 	var err error
 	for range startTries {
-		dir := tb.TempDir() // fresh each try: a failed node may leave nodes.conf
+		dir := newDir() // fresh each try: a failed node may leave nodes.conf
 		args := slices.Clone(extra)
 		if cluster {
 			args = append([]string{
@@ -115,21 +146,16 @@ func startServer(tb testing.TB, cluster bool, extra []string) *Server {
 		}
 		var port int
 		if port, err = freePort(cluster); err != nil {
-			break
+			return nil, err
 		}
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, args: args}
 		if err = s.start(); err == nil {
-			tb.Cleanup(s.shutdown)
-			return s
+			return s, nil
 		}
 	}
-	tb.Fatalf("redistest: starting redis-server: %v", err)
-	return nil
+	return nil, err
 }
 
-// start runs the process and waits until it answers PING. The answer must
-// come from this very process: when another server holds the port, ours
-// exits, but the other one would answer PING too.
 func (s *Server) start() error {
 	argv := append([]string{
 		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
