@@ -152,11 +152,13 @@ func ObtainMulti(ctx context.Context, client rueidis.Client, keys []string, ttl 
 // with the ctx error when the ctx ended while waiting, and alone when the ctx
 // has no deadline and one TTL has passed. A transport error, or a ctx that
 // ended while a command was in flight, is returned as such (never as
-// ErrNotObtained, since the outcome is unknown) and the library then
-// releases, in the background, whatever the server may have granted. Bad
-// input: see the package documentation. A ctx that is already done returns
-// an error wrapping the ctx error (not ErrNotObtained) at once, and sends
-// nothing.
+// ErrNotObtained, since the outcome is unknown). With a random token the
+// library then releases, in the background and within the release timeout,
+// whatever the server may have granted; with a custom token that is the
+// caller's to settle: obtain again with the token (idempotent), then
+// Release. Bad input: see the package documentation. A ctx that is already
+// done returns an error wrapping the ctx error (not ErrNotObtained) at once,
+// and sends nothing.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt *Options) (*Lock, error) {
 	l := &Lock{client: c}
 	l.one[0] = key
@@ -331,7 +333,7 @@ func (c *Client) retry(ctx context.Context, what op, l *Lock, ttl time.Duration,
 			unknown = unknown || ambiguous
 			lastErr = err
 			if !retryable {
-				return attempts, contended, c.fail(what, l, unknown, lastErr, nil)
+				return attempts, contended, c.fail(what, l, o, unknown, lastErr, nil)
 			}
 		}
 		if what == opRefresh && lastErr == nil {
@@ -348,7 +350,7 @@ func (c *Client) retry(ctx context.Context, what op, l *Lock, ttl time.Duration,
 		}
 		backoff := strategy.NextBackoff()
 		if backoff < 1 || (!deadline.IsZero() && time.Now().Add(backoff).After(deadline)) {
-			return attempts, contended, c.fail(what, l, unknown, lastErr, nil)
+			return attempts, contended, c.fail(what, l, o, unknown, lastErr, nil)
 		}
 		if timer == nil {
 			timer = time.NewTimer(backoff)
@@ -358,10 +360,10 @@ func (c *Client) retry(ctx context.Context, what op, l *Lock, ttl time.Duration,
 		}
 		select {
 		case <-ctx.Done():
-			return attempts, contended, c.fail(what, l, unknown, lastErr, ctx.Err())
+			return attempts, contended, c.fail(what, l, o, unknown, lastErr, ctx.Err())
 		case <-timer.C:
 			if err := ctx.Err(); err != nil {
-				return attempts, contended, c.fail(what, l, unknown, lastErr, err)
+				return attempts, contended, c.fail(what, l, o, unknown, lastErr, err)
 			}
 		}
 	}
@@ -426,11 +428,15 @@ func classify(err error) (retryable, ambiguous bool) {
 	return true, true
 }
 
-// fail builds the error of a retry loop that gave up, and for an obtain whose
-// outcome is unknown starts the cleanup. lastErr is nil when the last attempt
-// found the lock held; ctxErr is set when the ctx ended while waiting.
-func (c *Client) fail(what op, l *Lock, unknown bool, lastErr, ctxErr error) error {
-	if what == opObtain && unknown {
+// fail builds the error of a retry loop that gave up. For an obtain whose
+// outcome is unknown and whose token is random, it starts the cleanup: only
+// this call knows that token, so nothing the caller does later can hold it.
+// A custom token is left alone: its caller may obtain again with it (which
+// is idempotent), and a cleanup could delete what that retry was granted.
+// lastErr is nil when the last attempt found the lock held; ctxErr is set
+// when the ctx ended while waiting.
+func (c *Client) fail(what op, l *Lock, o *Options, unknown bool, lastErr, ctxErr error) error {
+	if what == opObtain && unknown && (o == nil || o.Token == "") {
 		go c.cleanup(l)
 	}
 	name := "obtain"
@@ -449,14 +455,38 @@ func (c *Client) fail(what op, l *Lock, unknown bool, lastErr, ctxErr error) err
 	}
 }
 
-// cleanup releases what an obtain with an unknown outcome may have taken: it
-// runs release.lua with the attempt's token, which deletes the keys only if
-// that token holds them, within the release timeout. A lost command that
-// reaches the server only after the cleanup (a stalled server, a command
-// queued in a pipeline that the cleanup overtook) is not undone: that lock
-// lives out its TTL.
+// cleanup releases what an obtain with an unknown outcome may have taken,
+// with release.lua and the obtain's random token, within the release timeout
+// and for 250ms at most an attempt. It tries again after a transport error
+// (the connection may heal) and after "not held" (the lost command may still
+// be on its way: rueidis may send the cleanup on another connection, ahead of
+// it), waiting 25ms, then twice as long each time up to 500ms. It stops once
+// the keys are deleted, on an error reply of Redis, or when the client is
+// closed. A lost command that lands after the release timeout is not undone:
+// that lock lives out its TTL.
 func (c *Client) cleanup(l *Lock) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
-	defer cancel()
-	_ = scriptRelease.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	deadline := time.Now().Add(c.releaseTimeout)
+	wait := 25 * time.Millisecond
+	for {
+		// One attempt may not use the whole budget: a reply lost on a
+		// broken connection would.
+		until := time.Now().Add(250 * time.Millisecond)
+		if until.After(deadline) {
+			until = deadline
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), until)
+		err := scriptRelease.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+		cancel()
+		if err == nil || errors.Is(err, rueidis.ErrClosing) {
+			return
+		}
+		if _, reply := rueidis.IsRedisErr(err); reply && !rueidis.IsRedisNil(err) {
+			return
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
