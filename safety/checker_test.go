@@ -1,0 +1,159 @@
+package safety_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-223c80a0/redislock/safety"
+)
+
+const ms = time.Millisecond
+
+// op builds one operation of a hand-written history; times in ms.
+func op(client int, kind safety.Kind, token string, call, ret int, outcome safety.Outcome) safety.Op {
+	o := safety.Op{Client: client, Key: "k", Kind: kind, Token: token, TTL: 100 * ms,
+		Call: time.Duration(call) * ms, Return: time.Duration(ret) * ms, Outcome: outcome}
+	if outcome == safety.Unknown {
+		o.Ended, o.Return = o.Return, safety.Pending
+	}
+	return o
+}
+
+func fenced(o safety.Op, fence int64) safety.Op {
+	o.Fence = fence
+	return o
+}
+
+func ttl(o safety.Op, d time.Duration) safety.Op {
+	o.TTL = d
+	return o
+}
+
+// The model, on histories small enough to judge by hand.
+func TestLinearizable_model(t *testing.T) {
+	const (
+		obtain  = safety.Obtain
+		refresh = safety.Refresh
+		release = safety.Release
+		cleanup = safety.Cleanup
+		ok      = safety.OK
+		refused = safety.Refused
+		unknown = safety.Unknown
+	)
+	for _, tc := range []struct {
+		name  string
+		ops   []safety.Op
+		fence bool
+		want  string
+	}{
+		{"one holder at a time", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(0, release, "A", 2, 3, ok), op(1, obtain, "B", 4, 5, ok),
+		}, false, "linearizable"},
+		{"two holders at once", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(1, obtain, "B", 2, 3, ok),
+		}, false, "NOT linearizable"},
+		{"taken over once the TTL has passed", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(1, obtain, "B", 150, 151, ok),
+		}, false, "linearizable"},
+		{"taken over just before the TTL", []safety.Op{
+			op(0, obtain, "A", 10, 11, ok), op(1, obtain, "B", 80, 90, ok),
+		}, false, "NOT linearizable"},
+		{"a refresh moves the expiry", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(0, refresh, "A", 50, 51, ok), op(1, obtain, "B", 120, 121, ok),
+		}, false, "NOT linearizable"},
+		{"the release of a lock another token holds", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(1, obtain, "B", 150, 151, ok), op(0, release, "A", 160, 161, ok),
+		}, false, "NOT linearizable"},
+		{"a lost lock is refused", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(1, obtain, "B", 150, 151, ok),
+			op(0, refresh, "A", 160, 161, refused), op(0, release, "A", 170, 171, refused),
+		}, false, "linearizable"},
+		{"refused while held", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(1, obtain, "B", 2, 3, refused),
+		}, false, "linearizable"},
+		{"refused while free", []safety.Op{
+			op(1, obtain, "B", 2, 3, refused),
+		}, false, "NOT linearizable"},
+		{"a release refused while the lock is valid", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(0, release, "A", 10, 11, refused),
+		}, false, "NOT linearizable"},
+		{"an unknown release may have applied", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(0, release, "A", 2, 3, unknown), op(1, obtain, "B", 4, 5, ok),
+		}, false, "linearizable"},
+		{"an unknown obtain may hold the lock", []safety.Op{
+			op(0, obtain, "T", 0, 1, unknown), op(1, obtain, "B", 4, 5, refused),
+		}, false, "linearizable"},
+		{"an unknown obtain may apply late, and its cleanup free it", []safety.Op{
+			op(2, obtain, "T", 0, 1, unknown), op(2, cleanup, "T", 0, 1, unknown),
+			op(0, obtain, "A", 10, 11, ok), op(0, release, "A", 20, 21, ok),
+			op(1, obtain, "B", 30, 31, refused), op(1, obtain, "B", 40, 41, ok),
+		}, false, "linearizable"},
+		{"an unknown obtain cannot take a valid lock", []safety.Op{
+			op(0, obtain, "A", 0, 1, ok), op(2, obtain, "T", 5, 6, unknown),
+			op(0, release, "A", 20, 21, refused),
+		}, false, "NOT linearizable"},
+		{"an unknown release may apply within MaxDelay", []safety.Op{
+			ttl(op(0, obtain, "A", 0, 1, ok), time.Minute), op(0, release, "A", 2, 3, unknown),
+			op(1, obtain, "B", 4000, 4001, refused), op(1, obtain, "B", 4500, 4501, ok),
+		}, false, "linearizable"},
+		{"an unknown release cannot apply after MaxDelay", []safety.Op{
+			ttl(op(0, obtain, "A", 0, 1, ok), time.Minute), op(0, release, "A", 2, 3, unknown),
+			op(1, obtain, "B", 5500, 5501, refused), op(1, obtain, "B", 6000, 6001, ok),
+		}, false, "NOT linearizable"},
+		{"fence tokens increase", []safety.Op{
+			fenced(op(0, obtain, "A", 0, 1, ok), 1), op(0, release, "A", 2, 3, ok),
+			fenced(op(1, obtain, "B", 4, 5, ok), 2),
+		}, true, "linearizable"},
+		{"a fence token that went back", []safety.Op{
+			fenced(op(0, obtain, "A", 0, 1, ok), 5), op(0, release, "A", 2, 3, ok),
+			fenced(op(1, obtain, "B", 4, 5, ok), 3),
+		}, true, "NOT linearizable"},
+		{"a fence token that went back, unchecked", []safety.Op{
+			fenced(op(0, obtain, "A", 0, 1, ok), 5), op(0, release, "A", 2, 3, ok),
+			fenced(op(1, obtain, "B", 4, 5, ok), 3),
+		}, false, "linearizable"},
+		{"the same token again keeps its fence token", []safety.Op{
+			fenced(op(0, obtain, "A", 0, 1, ok), 1), fenced(op(0, obtain, "A", 2, 3, ok), 1),
+		}, true, "linearizable"},
+		{"the same token again with another fence token", []safety.Op{
+			fenced(op(0, obtain, "A", 0, 1, ok), 1), fenced(op(0, obtain, "A", 2, 3, ok), 2),
+		}, true, "NOT linearizable"},
+		{"a short TTL, then a long one", []safety.Op{
+			ttl(op(0, obtain, "A", 0, 1, ok), 10*ms), op(1, obtain, "B", 20, 21, ok),
+		}, false, "linearizable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := safety.Linearizable(tc.ops, safety.CheckOptions{Fence: tc.fence, Slack: ms})
+			assert.Equal(t, tc.want, resultName(v), "%v", v)
+		})
+	}
+}
+
+func TestOverlaps(t *testing.T) {
+	ops := []safety.Op{
+		op(0, safety.Obtain, "A", 0, 1, safety.OK),
+		op(1, safety.Obtain, "B", 2, 3, safety.OK),           // overlaps A
+		op(0, safety.Release, "A", 5, 6, safety.OK),          // A surely held until 5
+		op(2, safety.Obtain, "C", 200, 201, safety.OK),       // after B's TTL
+		op(1, safety.Release, "B", 300, 301, safety.Refused), // B's TTL ended at 102
+	}
+	require.Equal(t, 1, safety.Overlaps(ops, ms))
+	require.Zero(t, safety.Overlaps(ops[2:], ms))
+}
+
+func TestFencedResource(t *testing.T) {
+	r := safety.NewFencedResource()
+	require.True(t, r.Write(0, "k", 1, 0, true))
+	require.True(t, r.Write(1, "k", 3, 1, true))
+	require.False(t, r.Write(0, "k", 2, 2, false), "a stale writer")
+	require.False(t, r.Write(2, "k", 3, 3, true), "the same fence token twice")
+	require.True(t, r.Write(2, "other", 1, 4, true), "keys are apart")
+	rep := r.Check()
+	require.Equal(t, 5, rep.Writes)
+	require.Equal(t, 3, rep.Accepted)
+	require.Equal(t, 1, rep.Stale)
+	require.Len(t, rep.Violations, 1)
+}
