@@ -11,6 +11,7 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,8 @@ type Server struct {
 	Dir  string // working directory: dump, AOF, nodes.conf and redis.log
 
 	args []string // appended to the command line, kept for Restart
+	cfg  Config
+	tls  *tls.Config // nil unless cfg.TLS
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd     // nil while stopped
@@ -92,16 +95,45 @@ type Server struct {
 // then SIGKILL if it is still alive, and is waited for.
 func StartServer(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	return startServer(tb, false, args)
+	return startServer(tb, false, Config{}, args)
+}
+
+// Config is what StartServerConfig adds to a standalone server. The zero
+// value adds nothing.
+type Config struct {
+	// File, when not empty, is the text of a config file, written to the
+	// server's directory as redis.conf and passed first on its command line,
+	// where redis-server wants it (ACL users are easiest there). Command-line
+	// arguments win over it.
+	File string
+	// TLS makes the server speak TLS only (--port 0 --tls-port Port, client
+	// certificates not required) with a self-signed ECDSA certificate for
+	// 127.0.0.1, valid for a day, made for it in its directory. Do, the
+	// readiness check and Client then dial TLS; other clients get the
+	// configuration from TLSConfig.
+	TLS bool
+	// Username and Password, when Password is not empty, are sent with AUTH
+	// on every connection of Do and of the readiness check, for a server
+	// whose default user is off or has a password. An empty Username is the
+	// default user.
+	Username, Password string
+}
+
+// StartServerConfig starts a standalone redis-server like StartServer, with
+// cfg's config file, TLS and credentials; StartServerConfig(tb, Config{},
+// args...) is StartServer(tb, args...).
+func StartServerConfig(tb testing.TB, cfg Config, args ...string) *Server {
+	tb.Helper()
+	return startServer(tb, false, cfg, args)
 }
 
 // startServer starts a server, retrying on other ports when one fails to
 // start (most likely because someone else took the port meanwhile). A
 // cluster node also needs port+10000 free, for its cluster bus.
-func startServer(tb testing.TB, cluster bool, extra []string) *Server {
+func startServer(tb testing.TB, cluster bool, cfg Config, extra []string) *Server {
 	tb.Helper()
 	Require(tb)
-	s, err := launch(tb.TempDir, cluster, extra)
+	s, err := launch(tb.TempDir, cluster, cfg, extra)
 	if err != nil {
 		tb.Fatalf("redistest: starting redis-server: %v", err)
 	}
@@ -122,7 +154,7 @@ func Start(dir string, args ...string) (*Server, error) {
 		d := filepath.Join(dir, strconv.Itoa(tries)) // fresh each try
 		_ = os.MkdirAll(d, 0o755)
 		return d
-	}, false, args)
+	}, false, Config{}, args)
 }
 
 // Close stops a server made by Start: SHUTDOWN NOSAVE, then SIGKILL of its
@@ -130,8 +162,8 @@ func Start(dir string, args ...string) (*Server, error) {
 func (s *Server) Close() { s.shutdown() }
 
 // launch starts a server on a free port, trying startTries ports, each with
-// a fresh directory from newDir.
-func launch(newDir func() string, cluster bool, extra []string) (*Server, error) {
+// a fresh directory from newDir, where cfg's files are written.
+func launch(newDir func() string, cluster bool, cfg Config, extra []string) (*Server, error) {
 	var err error
 	for range startTries {
 		dir := newDir() // fresh each try: a failed node may leave nodes.conf
@@ -148,7 +180,10 @@ func launch(newDir func() string, cluster bool, extra []string) (*Server, error)
 		if port, err = freePort(cluster); err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, args: args}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, args: args, cfg: cfg}
+		if err = s.writeFiles(); err != nil {
+			return nil, err
+		}
 		if err = s.start(); err == nil {
 			return s, nil
 		}
@@ -156,11 +191,37 @@ func launch(newDir func() string, cluster bool, extra []string) (*Server, error)
 	return nil, err
 }
 
+// writeFiles writes the config file and the TLS certificate of s.cfg in
+// s.Dir.
+func (s *Server) writeFiles() error {
+	if s.cfg.File != "" {
+		if err := os.WriteFile(filepath.Join(s.Dir, "redis.conf"), []byte(s.cfg.File), 0o600); err != nil {
+			return err
+		}
+	}
+	if s.cfg.TLS {
+		var err error
+		s.tls, err = writeCertificate(s.Dir)
+		return err
+	}
+	return nil
+}
+
 func (s *Server) start() error {
-	argv := append([]string{
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", s.Dir,
-	}, s.args...)
+	var argv []string
+	if s.cfg.File != "" {
+		argv = append(argv, filepath.Join(s.Dir, "redis.conf")) // must come first
+	}
+	port := strconv.Itoa(s.Port)
+	if s.cfg.TLS {
+		cert, key := filepath.Join(s.Dir, certFile), filepath.Join(s.Dir, keyFile)
+		argv = append(argv, "--tls-port", port, "--tls-cert-file", cert, "--tls-key-file", key,
+			"--tls-ca-cert-file", cert, "--tls-auth-clients", "no")
+		port = "0"
+	}
+	argv = append(argv, "--port", port, "--bind", "127.0.0.1",
+		"--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", s.Dir)
+	argv = append(argv, s.args...)
 	log, err := os.OpenFile(filepath.Join(s.Dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -178,17 +239,18 @@ func (s *Server) start() error {
 	}()
 	pid := strconv.Itoa(cmd.Process.Pid)
 
+	var lastErr error
 	for deadline := time.Now().Add(startTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		select {
 		case <-done:
 			return fmt.Errorf("redis-server on port %d exited:\n%s", s.Port, s.logTail())
 		default:
 		}
-		if reply, err := s.do(250*time.Millisecond, "PING"); err != nil || reply != "PONG" {
+		var reply, info string
+		if reply, lastErr = s.do(250*time.Millisecond, "PING"); lastErr != nil || reply != "PONG" {
 			continue
 		}
-		info, err := s.do(time.Second, "INFO", "server")
-		if err != nil {
+		if info, lastErr = s.do(time.Second, "INFO", "server"); lastErr != nil {
 			continue
 		}
 		if infoField(info, "process_id") != pid {
@@ -201,28 +263,37 @@ func (s *Server) start() error {
 		return nil
 	}
 	killWait(cmd, done)
-	return fmt.Errorf("redis-server on port %d did not answer PING within %v:\n%s", s.Port, startTimeout, s.logTail())
+	return fmt.Errorf("redis-server on port %d did not answer PING within %v (%v):\n%s", s.Port, startTimeout, lastErr, s.logTail())
 }
 
 // Client returns a rueidis client to the server, with rueidis' defaults
-// (RESP3, client-side caching) changed by opts, and closes it when tb ends.
-// The client reconnects by itself after Restart.
+// (RESP3, client-side caching) and, for a TLS server, TLSConfig, changed by
+// opts, and closes it when tb ends. It does not log in with Config's
+// credentials; opts may. The client reconnects by itself after Restart.
 func (s *Server) Client(tb testing.TB, opts ...func(*rueidis.ClientOption)) rueidis.Client {
 	tb.Helper()
-	opt := rueidis.ClientOption{InitAddress: []string{s.Addr}}
+	withTLS := func(o *rueidis.ClientOption) { o.TLSConfig = s.TLSConfig() }
+	return NewClient(tb, s.Addr, append([]func(*rueidis.ClientOption){withTLS}, opts...)...)
+}
+
+// NewClient returns a rueidis client to addr (any server or proxy), with
+// rueidis' defaults changed by opts, and closes it when tb ends.
+func NewClient(tb testing.TB, addr string, opts ...func(*rueidis.ClientOption)) rueidis.Client {
+	tb.Helper()
+	opt := rueidis.ClientOption{InitAddress: []string{addr}}
 	for _, f := range opts {
 		f(&opt)
 	}
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		tb.Fatalf("redistest: client to %s: %v", s.Addr, err)
+		tb.Fatalf("redistest: client to %s: %v", addr, err)
 	}
 	tb.Cleanup(client.Close)
 	return client
 }
 
-// Do runs one command on a connection of its own (plain RESP2, 10 s
-// timeout), for test setup such as FLUSHALL, SCRIPT FLUSH, DEBUG or INFO. It
+// Do runs one command on a connection of its own (RESP2, over TLS and after
+// AUTH when Config says so, 10 s timeout), for test setup such as FLUSHALL, SCRIPT FLUSH, DEBUG or INFO. It
 // returns the reply as text: a string or an integer as is, a nil as "", an
 // array as its elements joined by newlines. A Redis error reply comes back
 // as an error with the server's message ("ERR ...", "MOVED ...").
@@ -236,10 +307,28 @@ func (s *Server) do(timeout time.Duration, args ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if s.tls != nil {
+		conn = tls.Client(conn, s.tls)
+	}
 	defer conn.Close()
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return "", err
 	}
+	r := bufio.NewReader(conn)
+	if s.cfg.Password != "" {
+		auth := []string{"AUTH", s.cfg.Password}
+		if s.cfg.Username != "" {
+			auth = []string{"AUTH", s.cfg.Username, s.cfg.Password}
+		}
+		if _, err := command(conn, r, auth); err != nil {
+			return "", err
+		}
+	}
+	return command(conn, r, args)
+}
+
+// command writes one command to conn and reads its reply from r.
+func command(conn net.Conn, r *bufio.Reader, args []string) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
 	for _, a := range args {
@@ -248,7 +337,7 @@ func (s *Server) do(timeout time.Duration, args ...string) (string, error) {
 	if _, err := io.WriteString(conn, b.String()); err != nil {
 		return "", err
 	}
-	return readReply(bufio.NewReader(conn))
+	return readReply(r)
 }
 
 // readReply reads one RESP2 reply.
@@ -296,6 +385,16 @@ func (s *Server) Pid() int {
 		return 0
 	}
 	return s.cmd.Process.Pid
+}
+
+// TLSConfig returns a client configuration that trusts the certificate of
+// a server started with Config.TLS, a new one each call, or nil for a
+// server without TLS.
+func (s *Server) TLSConfig() *tls.Config {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Clone()
 }
 
 // Stop kills the server with SIGKILL, a crash in which nothing is saved
@@ -409,7 +508,7 @@ func StartCluster(tb testing.TB, masters, replicas int) *Cluster {
 	nodes := make([]*Server, masters*(1+replicas))
 	addrs := make([]string, len(nodes))
 	for i := range nodes {
-		nodes[i] = startServer(tb, true, nil)
+		nodes[i] = startServer(tb, true, Config{}, nil)
 		addrs[i] = nodes[i].Addr
 	}
 

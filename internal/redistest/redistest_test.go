@@ -121,6 +121,41 @@ func TestServer_Restart(t *testing.T) {
 	}
 }
 
+func TestStartServerConfig(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServerConfig(t, redistest.Config{
+		File:     "user default off\nuser admin on >admin-pw ~* &* +@all\n",
+		TLS:      true,
+		Username: "admin",
+		Password: "admin-pw",
+	}, "--enable-debug-command", "local")
+	require.NotNil(t, srv.TLSConfig())
+	for _, args := range [][]string{
+		{"CONFIG", "GET", "port"},
+		{"CONFIG", "GET", "enable-debug-command"},
+		{"ACL", "WHOAMI"},
+	} {
+		got, err := srv.Do(t, args...)
+		require.NoError(t, err, args)
+		assert.Equal(t, map[string]string{
+			"port":                 "port\n0",
+			"enable-debug-command": "enable-debug-command\nlocal",
+			"WHOAMI":               "admin",
+		}[args[len(args)-1]], got, args)
+	}
+
+	client := srv.Client(t, func(o *rueidis.ClientOption) { o.Username, o.Password = "admin", "admin-pw" })
+	require.NoError(t, client.Do(t.Context(), client.B().Set().Key("k").Value("v").Build()).Error())
+	_, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, TLSConfig: srv.TLSConfig()})
+	require.Error(t, err, "the default user is off")
+
+	srv.Restart(t)
+	got, err := srv.Do(t, "PING")
+	require.NoError(t, err)
+	assert.Equal(t, "PONG", got)
+	assert.Nil(t, redistest.StartServer(t).TLSConfig())
+}
+
 func TestServer_Pause(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
