@@ -7,9 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-223c80a0/redislock"
@@ -26,35 +30,40 @@ func (discard) Shutdown(context.Context) error                             { ret
 // benchCases are the observers compared, the baseline first:
 //
 //   - none: no observer;
-//   - unset: Instrument() with the global providers unset, what a program
+//   - unset: NewObserver(), as Instrument() makes it, with the global providers unset, what a program
 //     that never configures OpenTelemetry gets;
 //   - metrics: the SDK's MeterProvider, noop tracing;
 //   - traces: the SDK's TracerProvider, noop metrics;
 //   - sdk: both, recording every span (always sampled, batched to an
 //     exporter that drops them) and every measurement (exemplars included).
-func benchCases(b *testing.B) []struct {
-	name string
-	opts []redislock.ClientOption
-} {
+func benchCases(b *testing.B) []benchCase {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	b.Cleanup(func() {
 		_ = tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
 	})
-	instrument := func(opts ...redislockotel.Option) []redislock.ClientOption {
-		return []redislock.ClientOption{redislockotel.Instrument(opts...)}
-	}
-	return []struct {
-		name string
-		opts []redislock.ClientOption
-	}{
+	return []benchCase{
 		{"otel=none", nil},
-		{"otel=unset", instrument()},
-		{"otel=metrics", instrument(redislockotel.WithTracerProvider(tracenoop.NewTracerProvider()), redislockotel.WithMeterProvider(mp))},
-		{"otel=traces", instrument(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(metricnoop.NewMeterProvider()))},
-		{"otel=sdk", instrument(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp))},
+		{"otel=unset", redislockotel.NewObserver()},
+		{"otel=metrics", redislockotel.NewObserver(redislockotel.WithTracerProvider(tracenoop.NewTracerProvider()), redislockotel.WithMeterProvider(mp))},
+		{"otel=traces", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(metricnoop.NewMeterProvider()))},
+		{"otel=sdk", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp))},
 	}
+}
+
+// benchCase is one observer of benchCases; obs is nil for none.
+type benchCase struct {
+	name string
+	obs  *redislockotel.Observer
+}
+
+// opts are the ClientOptions that install the case's observer.
+func (bc benchCase) opts() []redislock.ClientOption {
+	if bc.obs == nil {
+		return nil
+	}
+	return []redislock.ClientOption{redislock.WithObserver(bc.obs)}
 }
 
 // BenchmarkObtainRelease measures one Obtain+Release at a time against a
@@ -63,7 +72,7 @@ func BenchmarkObtainRelease(b *testing.B) {
 	client := newClient(b, startRedis(b), false)
 	for _, bc := range benchCases(b) {
 		b.Run(bc.name, func(b *testing.B) {
-			locker := redislock.New(client, bc.opts...)
+			locker := redislock.New(client, bc.opts()...)
 			ctx := context.Background()
 			key := "bench:serial:" + bc.name
 			b.ReportAllocs()
@@ -88,7 +97,7 @@ func BenchmarkObtainRelease_parallel(b *testing.B) {
 	client := newClient(b, startRedis(b), false)
 	for _, bc := range benchCases(b) {
 		b.Run(bc.name, func(b *testing.B) {
-			benchParallel(b, redislock.New(client, bc.opts...), bc.name)
+			benchParallel(b, redislock.New(client, bc.opts()...), bc.name)
 		})
 	}
 }
@@ -110,6 +119,91 @@ func benchParallel(b *testing.B, locker *redislock.Client, name string) {
 				b.Errorf("Release: %v", err)
 				return
 			}
+		}
+	})
+}
+
+// BenchmarkObserver measures what the Observer adds to one Obtain+Release
+// with no Redis at all: Begin and End of an obtain and of a release, two
+// spans and their measurements, from 32 goroutines per CPU as in
+// BenchmarkObtainRelease_parallel. Next to it, sdk-only makes the same two
+// spans (same names, kind and attributes) and the same four measurements
+// straight through the SDK, without the Observer: the least that recording
+// them costs, whoever records them.
+func BenchmarkObserver(b *testing.B) {
+	for _, bc := range benchCases(b) {
+		if bc.obs == nil {
+			continue
+		}
+		b.Run(bc.name, func(b *testing.B) { benchObserver(b, bc.obs) })
+	}
+	b.Run("otel=sdk-1%", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.TraceIDRatioBased(0.01)), sdktrace.WithBatcher(discard{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() {
+			_ = tp.Shutdown(context.Background())
+			_ = mp.Shutdown(context.Background())
+		})
+		benchObserver(b, redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp)))
+	})
+	b.Run("otel=sdk-only", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() {
+			_ = tp.Shutdown(context.Background())
+			_ = mp.Shutdown(context.Background())
+		})
+		tracer := tp.Tracer("bench")
+		meter := mp.Meter("bench")
+		obtains, _ := meter.Int64Counter("obtains")
+		obtainTime, _ := meter.Float64Histogram("obtain.duration")
+		holdTime, _ := meter.Float64Histogram("hold.duration")
+		base := []attribute.KeyValue{semconv.DBSystemNameRedis, semconv.DBOperationName("obtain")}
+		start := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(base...)}
+		set := attribute.NewSet(append(base, redislockotel.AttrOutcome.String("obtained"))...)
+		add := []metric.AddOption{metric.WithAttributeSet(set)}
+		rec := []metric.RecordOption{metric.WithAttributeSet(set)}
+		b.ReportAllocs()
+		b.SetParallelism(32)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				t0 := time.Now()
+				_, span := tracer.Start(ctx, "redislock.obtain", start...)
+				span.SetAttributes(redislockotel.AttrKeyCount.Int(1), redislockotel.AttrAttempts.Int(1),
+					redislockotel.AttrContended.Int(0), redislockotel.AttrTTL.Float64(60),
+					redislockotel.AttrOutcome.String("obtained"))
+				span.End()
+				obtains.Add(ctx, 1, add...)
+				obtainTime.Record(ctx, time.Since(t0).Seconds(), rec...)
+				_, span = tracer.Start(ctx, "redislock.release", start...)
+				span.SetAttributes(redislockotel.AttrKeyCount.Int(1), redislockotel.AttrAttempts.Int(1),
+					redislockotel.AttrHeld.Float64(time.Since(t0).Seconds()), redislockotel.AttrOutcome.String("ok"))
+				span.End()
+				holdTime.Record(ctx, time.Since(t0).Seconds(), rec...)
+			}
+		})
+	})
+}
+
+// benchObserver runs, from 32 goroutines per CPU, what obs sees of one
+// Obtain+Release: Begin and End of an obtain, then of a release.
+func benchObserver(b *testing.B, obs *redislockotel.Observer) {
+	keys := []string{"bench:observer"}
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		var ob, rel redislock.Event // the library pools its Events
+		for pb.Next() {
+			ob = redislock.Event{Op: redislock.OpObtain, Keys: keys, TTL: time.Minute, Start: time.Now()}
+			octx := obs.Begin(ctx, &ob)
+			ob.Attempts, ob.Outcome = 1, redislock.OutcomeOK
+			obs.End(octx, &ob)
+			rel = redislock.Event{Op: redislock.OpRelease, Keys: keys, Start: time.Now(), Held: time.Since(ob.Start)}
+			rctx := obs.Begin(ctx, &rel)
+			rel.Attempts, rel.Outcome = 1, redislock.OutcomeOK
+			obs.End(rctx, &rel)
 		}
 	})
 }
