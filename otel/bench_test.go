@@ -30,19 +30,15 @@ func (discard) Shutdown(context.Context) error                             { ret
 // benchCases are the observers compared, the baseline first:
 //
 //   - none: no observer;
-//   - unset: NewObserver(), as Instrument() makes it, with the global providers unset, what a program
-//     that never configures OpenTelemetry gets;
+//   - unset: NewObserver(), as Instrument() makes it, with the global
+//     providers unset: what a program that never configures OpenTelemetry
+//     gets;
 //   - metrics: the SDK's MeterProvider, noop tracing;
 //   - traces: the SDK's TracerProvider, noop metrics;
 //   - sdk: both, recording every span (always sampled, batched to an
 //     exporter that drops them) and every measurement (exemplars included).
 func benchCases(b *testing.B) []benchCase {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	b.Cleanup(func() {
-		_ = tp.Shutdown(context.Background())
-		_ = mp.Shutdown(context.Background())
-	})
+	tp, mp := sdkProviders(b, sdktrace.AlwaysSample())
 	return []benchCase{
 		{"otel=none", nil},
 		{"otel=unset", redislockotel.NewObserver()},
@@ -50,6 +46,19 @@ func benchCases(b *testing.B) []benchCase {
 		{"otel=traces", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(metricnoop.NewMeterProvider()))},
 		{"otel=sdk", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp))},
 	}
+}
+
+// sdkProviders returns the SDK's providers, shut down when b ends: spans
+// sampled by sampler and batched to an exporter that drops them, and
+// metrics kept for a manual reader.
+func sdkProviders(b *testing.B, sampler sdktrace.Sampler) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(discard{}))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	return tp, mp
 }
 
 // benchCase is one observer of benchCases; obs is nil for none.
@@ -127,8 +136,8 @@ func benchParallel(b *testing.B, locker *redislock.Client, name string) {
 // with no Redis at all: Begin and End of an obtain and of a release, two
 // spans and their measurements, from 32 goroutines per CPU as in
 // BenchmarkObtainRelease_parallel. Next to it, sdk-only makes the same two
-// spans (same names, kind and attributes) and the same four measurements
-// straight through the SDK, without the Observer: the least that recording
+// spans (same names, kind and attributes) and the same three measurements
+// (obtains, obtain and hold durations) straight through the SDK, without the Observer: the least that recording
 // them costs, whoever records them.
 func BenchmarkObserver(b *testing.B) {
 	for _, bc := range benchCases(b) {
@@ -138,52 +147,59 @@ func BenchmarkObserver(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) { benchObserver(b, bc.obs) })
 	}
 	b.Run("otel=sdk-1%", func(b *testing.B) {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.TraceIDRatioBased(0.01)), sdktrace.WithBatcher(discard{}))
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		b.Cleanup(func() {
-			_ = tp.Shutdown(context.Background())
-			_ = mp.Shutdown(context.Background())
-		})
+		tp, mp := sdkProviders(b, sdktrace.TraceIDRatioBased(0.01))
 		benchObserver(b, redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp)))
 	})
 	b.Run("otel=sdk-only", func(b *testing.B) {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		b.Cleanup(func() {
-			_ = tp.Shutdown(context.Background())
-			_ = mp.Shutdown(context.Background())
-		})
+		tp, mp := sdkProviders(b, sdktrace.AlwaysSample())
 		tracer := tp.Tracer("bench")
 		meter := mp.Meter("bench")
 		obtains, _ := meter.Int64Counter("obtains")
 		obtainTime, _ := meter.Float64Histogram("obtain.duration")
 		holdTime, _ := meter.Float64Histogram("hold.duration")
-		base := []attribute.KeyValue{semconv.DBSystemNameRedis, semconv.DBOperationName("obtain")}
-		start := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(base...)}
-		set := attribute.NewSet(append(base, redislockotel.AttrOutcome.String("obtained"))...)
-		add := []metric.AddOption{metric.WithAttributeSet(set)}
-		rec := []metric.RecordOption{metric.WithAttributeSet(set)}
+		obtain, release := newSDKOp("obtain", "obtained"), newSDKOp("release", "ok")
 		b.ReportAllocs()
 		b.SetParallelism(32)
 		b.RunParallel(func(pb *testing.PB) {
 			ctx := context.Background()
 			for pb.Next() {
 				t0 := time.Now()
-				_, span := tracer.Start(ctx, "redislock.obtain", start...)
+				_, span := tracer.Start(ctx, "redislock.obtain", obtain.start...)
 				span.SetAttributes(redislockotel.AttrKeyCount.Int(1), redislockotel.AttrAttempts.Int(1),
-					redislockotel.AttrContended.Int(0), redislockotel.AttrTTL.Float64(60),
-					redislockotel.AttrOutcome.String("obtained"))
+					redislockotel.AttrContended.Int(0), redislockotel.AttrTTL.Float64(60), obtain.outcome)
 				span.End()
-				obtains.Add(ctx, 1, add...)
-				obtainTime.Record(ctx, time.Since(t0).Seconds(), rec...)
-				_, span = tracer.Start(ctx, "redislock.release", start...)
+				obtains.Add(ctx, 1, obtain.add...)
+				obtainTime.Record(ctx, time.Since(t0).Seconds(), obtain.record...)
+				_, span = tracer.Start(ctx, "redislock.release", release.start...)
 				span.SetAttributes(redislockotel.AttrKeyCount.Int(1), redislockotel.AttrAttempts.Int(1),
-					redislockotel.AttrHeld.Float64(time.Since(t0).Seconds()), redislockotel.AttrOutcome.String("ok"))
+					redislockotel.AttrHeld.Float64(time.Since(t0).Seconds()), release.outcome)
 				span.End()
-				holdTime.Record(ctx, time.Since(t0).Seconds(), rec...)
+				holdTime.Record(ctx, time.Since(t0).Seconds(), release.record...)
 			}
 		})
 	})
+}
+
+// sdkOp is what otel=sdk-only makes once for an operation, as the
+// Observer does: its span start options, its outcome attribute, and the
+// attribute set of its measurements.
+type sdkOp struct {
+	start   []trace.SpanStartOption
+	outcome attribute.KeyValue
+	add     []metric.AddOption
+	record  []metric.RecordOption
+}
+
+func newSDKOp(op, outcome string) sdkOp {
+	base := []attribute.KeyValue{semconv.DBSystemNameRedis, semconv.DBOperationName(op)}
+	kv := redislockotel.AttrOutcome.String(outcome)
+	set := attribute.NewSet(append(base[:len(base):len(base)], kv)...)
+	return sdkOp{
+		start:   []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(base...)},
+		outcome: kv,
+		add:     []metric.AddOption{metric.WithAttributeSet(set)},
+		record:  []metric.RecordOption{metric.WithAttributeSet(set)},
+	}
 }
 
 // benchObserver runs, from 32 goroutines per CPU, what obs sees of one
