@@ -181,11 +181,14 @@ func (l *Lock) refreshCount(ctx context.Context, ttl time.Duration, opt *Options
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("redislock: refresh %q: %w", l.keys[0], err)
 	}
-	attempts, _, err := l.client.retry(ctx, opRefresh, l, ttl, opt)
+	attempts, err := l.client.refreshRetry(ctx, l, ttl, opt)
 	return attempts, err
 }
 
-// Release deletes the lock if its token still holds every key.
+// Release deletes the lock if its token still holds every key, and passes
+// it to the first waiter: one queued in Redis (of any client), else a
+// goroutine of this Client waiting for the same keys, in the same round
+// trip. A release that nobody waits for costs no more round trips.
 //
 // Errors: ErrLockNotHeld when it does not (expired, or taken by another
 // token) and for a nil *Lock; the transport error otherwise. A ctx that has
@@ -212,7 +215,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 		defer cancel()
 	}
-	err := scriptRelease.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	err := c.release(ctx, l)
 	switch {
 	case rueidis.IsRedisNil(err):
 		err = ErrLockNotHeld
@@ -224,5 +227,21 @@ func (l *Lock) Release(ctx context.Context) error {
 		c.observer.End(ctx, ev)
 		putEvent(ev)
 	}
+	return err
+}
+
+// release runs release.lua for l: with the entry of the first local waiter
+// for l's keys when there is one, so that the lock passes to it in the same
+// script when nobody is queued in Redis.
+func (c *Client) release(ctx context.Context, l *Lock) error {
+	if c.waits.n.Load() == 0 {
+		return c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	}
+	w := c.candidate(l.keys)
+	if w == nil {
+		return c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	}
+	code, err := c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token, "", w.entry}).AsInt64()
+	c.settle(w, code, err)
 	return err
 }

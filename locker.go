@@ -22,6 +22,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -90,21 +92,42 @@ var (
 	//go:embed lua/pttl.lua
 	luaPTTL string
 
+	//go:embed lua/queue.lua
+	luaQueue string
+
 	// Each script runs as EVALSHA (EVALSHA_RO for pttl); rueidis falls back
 	// to EVAL on NOSCRIPT, after a SCRIPT FLUSH, a restart or a failover.
-	scriptObtain  = rueidis.NewLuaScript(luaOwned + luaObtain)
 	scriptRefresh = rueidis.NewLuaScript(luaOwned + luaRefresh)
-	scriptRelease = rueidis.NewLuaScript(luaOwned + luaRelease)
 	scriptPTTL    = rueidis.NewLuaScriptReadOnly(luaOwned + luaPTTL)
+
+	// The scripts that use the wait queue come in two builds: a cluster
+	// names each queue in its key's hash slot.
+	standaloneScripts = newQueueScripts(false)
+	clusterScripts    = newQueueScripts(true)
 )
+
+// queueScripts are the scripts that use the wait queue (lua/queue.lua).
+type queueScripts struct {
+	obtain, release *rueidis.Lua
+}
+
+func newQueueScripts(cluster bool) *queueScripts {
+	head := luaOwned + "local cluster = " + strconv.FormatBool(cluster) + "\n" + luaQueue
+	return &queueScripts{
+		obtain:  rueidis.NewLuaScript(head + luaObtain),
+		release: rueidis.NewLuaScript(head + luaRelease),
+	}
+}
 
 // Client obtains locks through a rueidis.Client. It is safe for concurrent
 // use; nothing in it serialises callers.
 type Client struct {
 	client         rueidis.Client
 	cluster        bool
+	scripts        *queueScripts
 	observer       Observer
 	releaseTimeout time.Duration
+	waits          waits
 }
 
 // ClientOption configures a Client made by New.
@@ -127,7 +150,11 @@ func New(client rueidis.Client, opts ...ClientOption) *Client {
 	c := &Client{
 		client:         client,
 		cluster:        client.Mode() == rueidis.ClientModeCluster,
+		scripts:        standaloneScripts,
 		releaseTimeout: DefaultReleaseTimeout,
+	}
+	if c.cluster {
+		c.scripts = clusterScripts
 	}
 	for _, opt := range opts {
 		opt(c)
@@ -135,30 +162,65 @@ func New(client rueidis.Client, opts ...ClientOption) *Client {
 	return c
 }
 
-// Obtain is a shortcut for New(client).Obtain(ctx, key, ttl, opt).
+// shared holds the Client that the package-level Obtain and ObtainMulti use
+// for each rueidis.Client, so that their waiters queue and are woken as a
+// long-lived Client's are. An entry is a few words while nothing waits; it
+// is dropped once the rueidis.Client is seen closed.
+var shared sync.Map // rueidis.Client -> *Client
+
+func sharedClient(client rueidis.Client) *Client {
+	if c, ok := shared.Load(client); ok {
+		return c.(*Client)
+	}
+	c, _ := shared.LoadOrStore(client, New(client))
+	return c.(*Client)
+}
+
+// Obtain is a shortcut for New(client).Obtain(ctx, key, ttl, opt), except
+// that calls with the same client share one Client: they wait for one
+// another as the goroutines of one Client do.
 func Obtain(ctx context.Context, client rueidis.Client, key string, ttl time.Duration, opt *Options) (*Lock, error) {
-	return New(client).Obtain(ctx, key, ttl, opt)
+	l, err := sharedClient(client).Obtain(ctx, key, ttl, opt)
+	if errors.Is(err, rueidis.ErrClosing) {
+		shared.Delete(client)
+	}
+	return l, err
 }
 
-// ObtainMulti is a shortcut for New(client).ObtainMulti(ctx, keys, ttl, opt).
+// ObtainMulti is a shortcut for New(client).ObtainMulti(ctx, keys, ttl,
+// opt), except that calls with the same client share one Client, as Obtain.
 func ObtainMulti(ctx context.Context, client rueidis.Client, keys []string, ttl time.Duration, opt *Options) (*Lock, error) {
-	return New(client).ObtainMulti(ctx, keys, ttl, opt)
+	l, err := sharedClient(client).ObtainMulti(ctx, keys, ttl, opt)
+	if errors.Is(err, rueidis.ErrClosing) {
+		shared.Delete(client)
+	}
+	return l, err
 }
 
-// Obtain takes the lock on key for ttl, retrying as opt.RetryStrategy allows
+// Obtain takes the lock on key for ttl, waiting as opt.RetryStrategy allows
 // while another token holds it. The TTL is truncated to whole milliseconds.
 //
+// While it waits, it is woken by the release of the lock (by any client of
+// the same Redis) and tries again then; just after the holder's TTL ends
+// when the holder vanished; and at the latest after each backoff of the
+// strategy. Waiters are served in arrival order: a Release passes the lock
+// to the first waiter in its own script. See RetryStrategy for what counts
+// as a retry.
+//
 // Errors: ErrNotObtained when the lock stays held by another token; joined
-// with the ctx error when the ctx ended while waiting, and alone when the ctx
-// has no deadline and one TTL has passed. A transport error, or a ctx that
-// ended while a command was in flight, is returned as such (never as
-// ErrNotObtained, since the outcome is unknown). With a random token the
-// library then releases, in the background and within the release timeout,
-// whatever the server may have granted; with a custom token that is the
-// caller's to settle: obtain again with the token (idempotent), then
-// Release. Bad input: see the package documentation. A ctx that is already
-// done returns an error wrapping the ctx error (not ErrNotObtained) at once,
-// and sends nothing.
+// with the ctx error when the ctx ends while waiting (an attempt is not sent
+// once less than max(1ms, twice the last round trip) remains before the ctx
+// deadline), and alone when the ctx has no deadline and one TTL has passed.
+// With a random token, an attempt in flight when the ctx ends is reported
+// as ErrNotObtained joined with the ctx error too: the library releases, in
+// the background and within the release timeout, whatever the server may
+// have granted. A transport error is returned as such (never as
+// ErrNotObtained, since the outcome is unknown), and the same cleanup runs
+// for a random token; with a custom token, a transport error or a ctx that
+// ended while a command was in flight is the caller's to settle: obtain
+// again with the token (idempotent), then Release. Bad input: see the
+// package documentation. A ctx that is already done returns an error
+// wrapping the ctx error (not ErrNotObtained) at once, and sends nothing.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt *Options) (*Lock, error) {
 	l := &Lock{client: c}
 	l.one[0] = key
@@ -179,8 +241,8 @@ func (c *Client) ObtainMulti(ctx context.Context, keys []string, ttl time.Durati
 // observeObtain runs obtain, reporting it to the observer when there is one.
 func (c *Client) observeObtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, o *Options) (*Lock, error) {
 	if c.observer == nil {
-		_, _, err := c.obtain(ctx, l, ttl, o)
-		if err != nil {
+		var st waitStats
+		if err := c.obtain(ctx, l, ttl, o, &st); err != nil {
 			return nil, err
 		}
 		return l, nil
@@ -188,8 +250,10 @@ func (c *Client) observeObtain(ctx context.Context, op Op, l *Lock, ttl time.Dur
 	ev := newEvent(op, l.keys, ttl)
 	defer putEvent(ev)
 	ctx = c.observer.Begin(ctx, ev)
-	var err error
-	ev.Attempts, ev.Contended, err = c.obtain(ctx, l, ttl, o)
+	var st waitStats
+	err := c.obtain(ctx, l, ttl, o, &st)
+	ev.Attempts, ev.Contended = st.attempts, st.contended
+	ev.WokenByRelease, ev.WokenByExpiry, ev.WokenByBackoff = st.byRelease, st.byExpiry, st.byBackoff
 	ev.finish(err)
 	if err != nil {
 		c.observer.End(ctx, ev)
@@ -200,14 +264,13 @@ func (c *Client) observeObtain(ctx context.Context, op Op, l *Lock, ttl time.Dur
 	return l, nil
 }
 
-// obtain validates, then runs the attempts of an Obtain or ObtainMulti. It
-// returns the number of attempts and of attempts that found the lock held.
-func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Options) (attempts, contended int, err error) {
+// obtain validates, then runs the attempts of an Obtain or ObtainMulti.
+func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Options, st *waitStats) error {
 	if err := c.validate(l.keys, ttl, o); err != nil {
-		return 0, 0, err
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, 0, fmt.Errorf("redislock: obtain %q: not attempted: %w", l.keys[0], err)
+		return fmt.Errorf("redislock: obtain %q: not attempted: %w", l.keys[0], err)
 	}
 	if o != nil && o.Token != "" {
 		l.token = o.Token
@@ -217,8 +280,146 @@ func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Opti
 	if o != nil {
 		l.metadata = o.Metadata
 	}
-	attempts, contended, err = c.retry(ctx, opObtain, l, ttl, o)
-	return attempts, contended, err
+	return c.obtainRetry(ctx, l, ttl, o, st)
+}
+
+// obtainRetry is the retry loop of Obtain and ObtainMulti: an attempt, then,
+// while the lock is held and the strategy allows, a wait (wait.go) and the
+// next attempt. Each wait asks the strategy for one backoff, the longest it
+// may last without news; the attempt after it is that wait's retry. The
+// first wait of the first waiter of its Client starts with one more attempt,
+// which queues it in Redis. A newcomer that finds goroutines of its Client
+// waiting for its keys queues behind them without an attempt of its own.
+//
+// The loop stops when the strategy says so, when the lock passed to it, when
+// the ctx ends, when the ctx deadline is too close for another attempt to be
+// answered (attemptMargin), or, for a ctx without deadline, when the next
+// attempt would start more than one TTL after the first. Whether a failed
+// attempt may be retried is decided by classify alone.
+func (c *Client) obtainRetry(ctx context.Context, l *Lock, ttl time.Duration, o *Options, st *waitStats) error {
+	var (
+		strategy    RetryStrategy
+		limit       time.Time // the ctx deadline, or one TTL after the first attempt
+		ctxDeadline bool
+		timer       *time.Timer
+		w           *waiter
+		unknown     bool // an attempt may have been applied without our knowing
+		lastErr     error
+		left        time.Duration // the holder's remaining TTL, when known
+		rtt         time.Duration // the last attempt's round trip
+		backoff     time.Duration // a wait's backoff, asked before the wait
+		skip        bool          // no attempt before the first wait
+		ms          = ttl.Milliseconds()
+	)
+	begin := func() {
+		strategy = freshStrategy(o.retryStrategy())
+		limit, ctxDeadline = ctx.Deadline()
+		if !ctxDeadline {
+			limit = time.Now().Add(ttl)
+		}
+	}
+	haveBackoff := false // backoff was asked for the coming wait already
+	if c.waits.n.Load() > 0 {
+		begin()
+		if backoff = strategy.NextBackoff(); backoff >= 1 {
+			w = c.joinBehind(l, formatMs(ms), o)
+			skip, haveBackoff = w != nil, w != nil
+		}
+	}
+	entry, again := "", false // what the next attempt queues in Redis
+	for {
+		if !skip {
+			if w != nil && entry == "" {
+				entry, again = c.entryFor(ctx, w, limit)
+			}
+			if w != nil && ctxDeadline && time.Until(limit) < max(attemptMargin, 2*rtt) {
+				return c.giveUp(w, l, o, unknown, lastErr, context.DeadlineExceeded)
+			}
+			t0 := time.Now()
+			st.attempts++
+			held, holderTTL, err := c.attempt(ctx, l, ms, o, unknown, w != nil, entry, again, limit)
+			rtt = time.Since(t0)
+			entry = ""
+			switch {
+			case err == nil && !held:
+				if w != nil {
+					c.leave(w, true)
+				}
+				return nil
+			case err == nil:
+				st.contended++
+				lastErr, left = nil, holderTTL
+			default:
+				retryable, ambiguous := classify(err)
+				unknown = unknown || ambiguous
+				lastErr = err
+				if !retryable {
+					return c.giveUp(w, l, o, unknown, lastErr, nil)
+				}
+			}
+		}
+		skip = false
+
+		if strategy == nil {
+			begin()
+		}
+		if !haveBackoff {
+			backoff = strategy.NextBackoff()
+		}
+		haveBackoff = false
+		if backoff < 1 || (!ctxDeadline && time.Now().Add(backoff).After(limit)) {
+			return c.giveUp(w, l, o, unknown, lastErr, nil)
+		}
+		if w == nil {
+			w = c.join(l, formatMs(ms), o)
+			if lastErr == nil {
+				if entry, again = c.entryFor(ctx, w, limit); entry != "" {
+					// The first waiter of its Client queues in Redis
+					// now, before this wait.
+					haveBackoff = true
+					continue
+				}
+			}
+		}
+		if !c.first(w) {
+			left = 0 // the first waiter watches the holder's TTL
+		}
+		if timer == nil {
+			timer = time.NewTimer(time.Hour)
+			defer timer.Stop()
+		}
+		var ctxErr error
+		if ctxDeadline {
+			ctxErr = context.DeadlineExceeded
+		}
+		switch reason := c.sleep(ctx, w, timer, backoff, left, limit, max(attemptMargin, 2*rtt)); reason {
+		case wokeByCtx:
+			return c.giveUp(w, l, o, unknown, lastErr, ctx.Err())
+		case wokeByDeadline:
+			return c.giveUp(w, l, o, unknown, lastErr, ctxErr)
+		case wokeByRelease:
+			st.byRelease++
+		case wokeByExpiry:
+			st.byExpiry++
+		default:
+			st.byBackoff++
+		}
+		if granted, fence := c.granted(w); granted {
+			l.fence = fence
+			c.leave(w, true)
+			return nil
+		}
+		left = 0
+	}
+}
+
+// giveUp ends an obtain that failed: it leaves the wait queue, then builds
+// the error (fail).
+func (c *Client) giveUp(w *waiter, l *Lock, o *Options, unknown bool, lastErr, ctxErr error) error {
+	if w != nil {
+		c.leave(w, false)
+	}
+	return c.fail(opObtain, l, o, unknown, lastErr, ctxErr)
 }
 
 // validate checks the input of an obtain; every error wraps a sentinel.
@@ -295,7 +496,7 @@ func validateTTL(ttl time.Duration) error {
 	return nil
 }
 
-// op is what one attempt of the retry loop does.
+// op is what a retry loop does.
 type op uint8
 
 const (
@@ -303,54 +504,40 @@ const (
 	opRefresh
 )
 
-// retry is the retry loop of Obtain, ObtainMulti and Refresh. It makes the
-// first attempt at once; after that it asks a fresh copy of the strategy for
+// refreshRetry is the retry loop of Refresh: it makes the first attempt at
+// once; after a transport error it asks a fresh copy of the strategy for
 // each wait, and stops when the strategy says so, when the ctx ends while
 // waiting, or, for a ctx without deadline, when the next attempt would start
-// more than one TTL after the first. Whether an attempt may be retried is
-// decided by classify alone.
-func (c *Client) retry(ctx context.Context, what op, l *Lock, ttl time.Duration, o *Options) (attempts, contended int, err error) {
+// more than one TTL after the first. A lost lock ends it at once.
+func (c *Client) refreshRetry(ctx context.Context, l *Lock, ttl time.Duration, o *Options) (attempts int, err error) {
 	var (
-		strategy  RetryStrategy
-		deadline  time.Time
-		timer     *time.Timer
-		unknown   bool // an attempt may have been applied without our knowing
-		lastErr   error
-		ms        = ttl.Milliseconds()
-		firstTime time.Time
+		strategy RetryStrategy
+		deadline time.Time
+		timer    *time.Timer
+		ms       = formatMs(ttl.Milliseconds())
 	)
 	for {
 		attempts++
-		held, err := c.attempt(ctx, what, l, ms, o, unknown)
+		err := scriptRefresh.Exec(ctx, c.client, l.keys, []string{l.token, ms}).Error()
 		switch {
-		case err == nil && !held:
-			return attempts, contended, nil
 		case err == nil:
-			contended++
-			lastErr = nil
-		default:
-			retryable, ambiguous := classify(err)
-			unknown = unknown || ambiguous
-			lastErr = err
-			if !retryable {
-				return attempts, contended, c.fail(what, l, o, unknown, lastErr, nil)
-			}
-		}
-		if what == opRefresh && lastErr == nil {
+			return attempts, nil
+		case rueidis.IsRedisNil(err):
 			// A lost lock cannot come back by waiting.
-			return attempts, contended, ErrNotObtained
+			return attempts, ErrNotObtained
 		}
-
+		if retryable, _ := classify(err); !retryable {
+			return attempts, c.fail(opRefresh, l, o, false, err, nil)
+		}
 		if strategy == nil {
 			strategy = freshStrategy(o.retryStrategy())
 			if _, ok := ctx.Deadline(); !ok {
-				firstTime = time.Now()
-				deadline = firstTime.Add(ttl)
+				deadline = time.Now().Add(ttl)
 			}
 		}
 		backoff := strategy.NextBackoff()
 		if backoff < 1 || (!deadline.IsZero() && time.Now().Add(backoff).After(deadline)) {
-			return attempts, contended, c.fail(what, l, o, unknown, lastErr, nil)
+			return attempts, c.fail(opRefresh, l, o, false, err, nil)
 		}
 		if timer == nil {
 			timer = time.NewTimer(backoff)
@@ -360,51 +547,57 @@ func (c *Client) retry(ctx context.Context, what op, l *Lock, ttl time.Duration,
 		}
 		select {
 		case <-ctx.Done():
-			return attempts, contended, c.fail(what, l, o, unknown, lastErr, ctx.Err())
+			return attempts, c.fail(opRefresh, l, o, false, err, ctx.Err())
 		case <-timer.C:
-			if err := ctx.Err(); err != nil {
-				return attempts, contended, c.fail(what, l, o, unknown, lastErr, err)
-			}
 		}
 	}
 }
 
-// attempt makes one attempt: held reports that another token holds the lock
-// (for Refresh: that the lock is lost). A first obtain with a random token,
-// one key and no fence key is a plain SET NX PX, since nobody else can hold
-// that token; once an attempt may have been applied unseen, attempts go
-// through obtain.lua, which takes again a lock its token already holds.
-func (c *Client) attempt(ctx context.Context, what op, l *Lock, ms int64, o *Options, unknown bool) (held bool, err error) {
+// attempt makes one attempt to obtain: held reports that another token
+// holds the lock, and left that key's remaining TTL when a script told it
+// (0 otherwise). The first attempt of an obtain with a random token, one
+// key and no fence key is a plain SET NX PX, since nobody else can hold that
+// token; a waiter's attempts (wait), and every attempt once one may have
+// been applied unseen, go through obtain.lua, which takes again a lock its
+// token already holds and tells the holder's TTL. With an entry, a waiter
+// that finds the lock held is queued in Redis (again: it may be already).
+func (c *Client) attempt(ctx context.Context, l *Lock, ms int64, o *Options, unknown, wait bool, entry string, again bool, limit time.Time) (held bool, left time.Duration, err error) {
 	ttl := formatMs(ms)
-	if what == opRefresh {
-		err = scriptRefresh.Exec(ctx, c.client, l.keys, []string{l.token, ttl}).Error()
-		if rueidis.IsRedisNil(err) {
-			return true, nil
-		}
-		return false, err
-	}
 	fenceKey := o.fenceKey()
-	if !unknown && fenceKey == "" && len(l.keys) == 1 && (o == nil || o.Token == "") {
+	if !unknown && !wait && fenceKey == "" && len(l.keys) == 1 && (o == nil || o.Token == "") {
 		// Arbitrary rather than Set()...PxMilliseconds, which formats the
 		// TTL anew on every call.
 		cmd := c.client.B().Arbitrary("SET").Keys(l.keys[0]).Args(lockValue(l.token, 0, l.metadata), "NX", "PX", ttl).Build()
 		err = c.client.Do(ctx, cmd).Error()
 		if rueidis.IsRedisNil(err) {
-			return true, nil
+			return true, 0, nil
 		}
-		return false, err
+		return false, 0, err
 	}
 	keys, fenced := l.keys, "0"
 	if fenceKey != "" {
 		keys, fenced = make([]string, len(l.keys)+1), "1"
 		keys[copy(keys, l.keys)] = fenceKey
 	}
-	fence, err := scriptObtain.Exec(ctx, c.client, keys, []string{l.token, ttl, l.metadata, fenced}).AsInt64()
-	if rueidis.IsRedisNil(err) {
-		return true, nil
+	args := []string{l.token, ttl, l.metadata, fenced}
+	if entry != "" {
+		// The queue is kept while this waiter may wait, and a second more.
+		keep := time.Until(limit).Milliseconds() + 1000
+		queued := "0"
+		if again {
+			queued = "1"
+		}
+		args = append(args, entry, strconv.FormatInt(max(keep, 1000), 10), queued)
+	}
+	fence, err := c.scripts.obtain.Exec(ctx, c.client, keys, args).AsInt64()
+	switch {
+	case err != nil:
+		return false, 0, err
+	case fence < 0:
+		return true, time.Duration(-1-fence) * time.Millisecond, nil
 	}
 	l.fence = fence
-	return false, err
+	return false, 0, nil
 }
 
 // classify is the one place that decides what a failed attempt means.
@@ -422,10 +615,14 @@ func classify(err error) (retryable, ambiguous bool) {
 	if errors.Is(err, rueidis.ErrClosing) {
 		return false, true
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if isCtxErr(err) {
 		return false, true
 	}
 	return true, true
+}
+
+func isCtxErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // fail builds the error of a retry loop that gave up. For an obtain whose
@@ -436,8 +633,17 @@ func classify(err error) (retryable, ambiguous bool) {
 // lastErr is nil when the last attempt found the lock held; ctxErr is set
 // when the ctx ended while waiting.
 func (c *Client) fail(what op, l *Lock, o *Options, unknown bool, lastErr, ctxErr error) error {
-	if what == opObtain && unknown && (o == nil || o.Token == "") {
+	random := what == opObtain && (o == nil || o.Token == "")
+	if random && unknown {
 		go c.cleanup(l)
+	}
+	if random && lastErr != nil && isCtxErr(lastErr) {
+		// In flight when the ctx ended: the cleanup settles it, and the
+		// caller's answer is "not obtained".
+		if ctxErr == nil {
+			ctxErr = lastErr
+		}
+		return fmt.Errorf("%w: %w", ErrNotObtained, ctxErr)
 	}
 	name := "obtain"
 	if what == opRefresh {
@@ -475,7 +681,7 @@ func (c *Client) cleanup(l *Lock) {
 			until = deadline
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), until)
-		err := scriptRelease.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+		err := c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
 		cancel()
 		if err == nil || errors.Is(err, rueidis.ErrClosing) {
 			return

@@ -106,6 +106,11 @@ type Event struct {
 	// lock held by another token.
 	Attempts, Contended int
 
+	// How the waits of an Obtain or ObtainMulti ended: woken by a release
+	// (the lock passed to it, or it was told to try again), by the holder's
+	// expiry, or by the backoff of its RetryStrategy.
+	WokenByRelease, WokenByExpiry, WokenByBackoff int
+
 	// Outcome and Err are set before End: Err is the error the operation
 	// returns (nil on OutcomeOK).
 	Outcome Outcome

@@ -1,19 +1,26 @@
--- obtain.lua: take every lock key for one token, all or nothing.
+-- obtain.lua: take every lock key for one token, all or nothing; a waiter
+-- that finds them held joins the wait queue (queue.lua).
 --
 -- KEYS[1..n]  the lock keys; KEYS[n+1] the fence counter when ARGV[4] == "1"
 -- ARGV[1]     the token (no NUL byte)
 -- ARGV[2]     the TTL in milliseconds
 -- ARGV[3]     the metadata ("" for none)
 -- ARGV[4]     "1" when the last key is the fence counter, else "0"
+-- ARGV[5]     optional: the waiter's queue entry ("" or absent: no queue)
+-- ARGV[6]     with ARGV[5]: how long the queue is kept, in milliseconds
+-- ARGV[7]     with ARGV[5]: "1" when the entry may be queued already
 --
--- Reply: the fence token (0 without a fence counter) once every lock key holds
--- the token with the new TTL; false (a nil reply) when another token holds any
--- of them, and then nothing is written.
+-- Reply: the fence token (0 without a fence counter), >= 0, once every lock
+-- key holds the token with the new TTL; -1 - t when another token holds a
+-- key, where t is that key's remaining TTL in milliseconds (0 when it has
+-- none), and then no lock key is written. With ARGV[5], a waiter that finds
+-- the keys held is queued (once) and one that takes them leaves the queue.
 --
 -- A key already held by the same token is taken again (idempotent): its fence
 -- token is kept and its metadata replaced. The counter is INCRed only when no
 -- key carried a fence token yet.
 local token, ttl, meta = ARGV[1], ARGV[2], ARGV[3]
+local entry = ARGV[5] or ""
 local n = #KEYS
 if ARGV[4] == "1" then
 	n = n - 1
@@ -24,7 +31,19 @@ for i = 1, n do
 	local v = redis.call("get", KEYS[i])
 	if v then
 		if not owned(v, token) then
-			return false
+			local q = entry ~= "" and queue(KEYS[1])
+			if q and not (ARGV[7] == "1" and try("lpos", q, entry)) then
+				if try("rpush", q, entry) == 1 then
+					try("pexpire", q, ARGV[6])
+				else
+					try("pexpire", q, ARGV[6], "gt")
+				end
+			end
+			local left = redis.call("pttl", KEYS[i])
+			if left < 0 then
+				left = 0
+			end
+			return -1 - left
 		end
 		if fence == 0 and v ~= token then
 			local rest = string.sub(v, #token + 2)
@@ -46,5 +65,11 @@ if fence ~= 0 or meta ~= "" then
 end
 for i = 1, n do
 	redis.call("set", KEYS[i], value, "px", ttl)
+end
+if entry ~= "" and ARGV[7] == "1" then
+	local q = queue(KEYS[1])
+	if q then
+		try("lrem", q, 1, entry)
+	end
 end
 return fence
