@@ -293,8 +293,8 @@ func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Opti
 //
 // The loop stops when the strategy says so, when the lock passed to it, when
 // the ctx ends, when the ctx deadline is too close for another attempt to be
-// answered (attemptMargin), or, for a ctx without deadline, when the next
-// attempt would start more than one TTL after the first. Whether a failed
+// answered (attemptMargin), or, for a ctx without deadline, one TTL after
+// the first attempt (a wait sleeps no longer than that). Whether a failed
 // attempt may be retried is decided by classify alone.
 func (c *Client) obtainRetry(ctx context.Context, l *Lock, ttl time.Duration, o *Options, st *waitStats) error {
 	var (
@@ -367,7 +367,7 @@ func (c *Client) obtainRetry(ctx context.Context, l *Lock, ttl time.Duration, o 
 			backoff = strategy.NextBackoff()
 		}
 		haveBackoff = false
-		if backoff < 1 || (!ctxDeadline && time.Now().Add(backoff).After(limit)) {
+		if backoff < 1 || (!ctxDeadline && !time.Now().Before(limit)) {
 			return c.giveUp(w, l, o, unknown, lastErr, nil)
 		}
 		if w == nil {
