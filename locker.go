@@ -635,7 +635,7 @@ func isCtxErr(err error) bool {
 func (c *Client) fail(what op, l *Lock, o *Options, unknown bool, lastErr, ctxErr error) error {
 	random := what == opObtain && (o == nil || o.Token == "")
 	if random && unknown {
-		go c.cleanup(l)
+		go c.cleanup(l, true, l.token)
 	}
 	if random && lastErr != nil && isCtxErr(lastErr) {
 		// In flight when the ctx ended: the cleanup settles it, and the
@@ -662,15 +662,16 @@ func (c *Client) fail(what op, l *Lock, o *Options, unknown bool, lastErr, ctxEr
 }
 
 // cleanup releases what an obtain with an unknown outcome may have taken,
-// with release.lua and the obtain's random token, within the release timeout
-// and for 250ms at most an attempt. It tries again after a transport error
-// (the connection may heal) and after "not held" (the lost command may still
+// with release.lua and the obtain's random token (giveBack: what a waiter
+// that returned was granted), within the release timeout and for 250ms at
+// most an attempt. It tries again after a transport error (the connection
+// may heal) and, with lost set, after "not held" (the lost command may still
 // be on its way: rueidis may send the cleanup on another connection, ahead of
 // it), waiting 25ms, then twice as long each time up to 500ms. It stops once
 // the keys are deleted, on an error reply of Redis, or when the client is
 // closed. A lost command that lands after the release timeout is not undone:
-// that lock lives out its TTL.
-func (c *Client) cleanup(l *Lock) {
+// that lock lives out its TTL. args are release.lua's ARGV.
+func (c *Client) cleanup(l *Lock, lost bool, args ...string) {
 	deadline := time.Now().Add(c.releaseTimeout)
 	wait := 25 * time.Millisecond
 	for {
@@ -681,9 +682,9 @@ func (c *Client) cleanup(l *Lock) {
 			until = deadline
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), until)
-		err := c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+		err := c.scripts.release.Exec(ctx, c.client, l.keys, args).Error()
 		cancel()
-		if err == nil || errors.Is(err, rueidis.ErrClosing) {
+		if err == nil || errors.Is(err, rueidis.ErrClosing) || (!lost && rueidis.IsRedisNil(err)) {
 			return
 		}
 		if _, reply := rueidis.IsRedisErr(err); reply && !rueidis.IsRedisNil(err) {

@@ -230,12 +230,10 @@ func (w *waiter) wake() {
 }
 
 // giveBack releases, in the background, what a waiter that returned without
-// the lock was granted, and drops its entry (when not "") from Redis' queue,
-// passing the lock on as a Release does.
+// the lock was granted, and drops its entry (when not "") from Redis' queues,
+// passing the lock on as a Release does; within the release timeout.
 func (c *Client) giveBack(w *waiter, entry string) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
-	defer cancel()
-	_, _ = c.scripts.release.Exec(ctx, c.client, w.l.keys, []string{w.l.token, entry}).AsInt64()
+	c.cleanup(w.l, false, w.l.token, entry)
 }
 
 // buildEntry returns w's queue entry (lua/queue.lua).

@@ -437,3 +437,24 @@ func channels(t *testing.T, b backend) []string {
 	require.NoError(t, err)
 	return chs
 }
+
+// An ObtainMulti waiter queues beside the key it found held, whichever of
+// its keys that is, and leaves every queue once it has the lock.
+func TestWait_multiSecondKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		holder, err := redislock.ObtainMulti(t.Context(), b.client, []string{"{m}2", "{m}3"}, time.Minute, nil)
+		require.NoError(t, err)
+		obs := &counter{}
+		c := redislock.New(b.client, redislock.WithObserver(obs))
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		got := obtainAsync(ctx, c, []string{"{m}1", "{m}2", "{m}3"}, &redislock.Options{RetryStrategy: forever})
+		eventually(t, func() bool { return queueLen(t, b, "{m}2") == 1 }, "the waiter queues beside {m}2")
+		require.NoError(t, holder.Release(t.Context()))
+		r := <-got
+		require.NoError(t, r.err)
+		assert.Equal(t, 1, obs.last.Load().WokenByRelease)
+		require.NoError(t, r.lock.Release(t.Context()))
+		assert.Equal(t, 0, b.dbsize(t), "no lock and no queue is left")
+	})
+}

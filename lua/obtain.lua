@@ -13,8 +13,9 @@
 -- Reply: the fence token (0 without a fence counter), >= 0, once every lock
 -- key holds the token with the new TTL; -1 - t when another token holds a
 -- key, where t is that key's remaining TTL in milliseconds (0 when it has
--- none), and then no lock key is written. With ARGV[5], a waiter that finds
--- the keys held is queued (once) and one that takes them leaves the queue.
+-- none, or when the waiter was queued behind others, who watch it), and then
+-- no lock key is written. With ARGV[5], a waiter that finds a key held is
+-- queued beside it (once), and one that takes the keys leaves every queue.
 --
 -- A key already held by the same token is taken again (idempotent): its fence
 -- token is kept and its metadata replaced. The counter is INCRed only when no
@@ -31,13 +32,21 @@ for i = 1, n do
 	local v = redis.call("get", KEYS[i])
 	if v then
 		if not owned(v, token) then
-			local q = entry ~= "" and queue(KEYS[1])
+			-- Queued behind others, the waiter is served by releases
+			-- alone: the holder's TTL is the first waiter's to watch.
+			local q = entry ~= "" and queue(KEYS[i])
+			local ahead = false
 			if q and not (ARGV[7] == "1" and try("lpos", q, entry)) then
-				if try("rpush", q, entry) == 1 then
+				local len = try("rpush", q, entry)
+				if len == 1 then
 					try("pexpire", q, ARGV[6])
-				else
+				elseif len then
 					try("pexpire", q, ARGV[6], "gt")
+					ahead = true
 				end
+			end
+			if ahead then
+				return -1
 			end
 			local left = redis.call("pttl", KEYS[i])
 			if left < 0 then
@@ -67,9 +76,6 @@ for i = 1, n do
 	redis.call("set", KEYS[i], value, "px", ttl)
 end
 if entry ~= "" and ARGV[7] == "1" then
-	local q = queue(KEYS[1])
-	if q then
-		try("lrem", q, 1, entry)
-	end
+	dequeue(entry, n)
 end
 return fence

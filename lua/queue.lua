@@ -2,8 +2,9 @@
 -- prepended to each of them (after a line that sets the local `cluster`), so
 -- it declares only local functions.
 --
--- The waiters of a lock wait in a list beside its first key (queue(key)): one
--- entry a waiting Client, in arrival order. An entry is a run of fields, each
+-- The waiters of a lock wait in lists beside its keys (queue(key)), one entry
+-- a waiting Client, in arrival order: a waiter queues beside the key it found
+-- held, and leaves every queue of its keys once it has the lock or gives up. An entry is a run of fields, each
 -- written as its length in decimal, ":" and its bytes:
 --
 --   channel  the waiting Client's pub/sub channel
@@ -90,4 +91,14 @@ local function grant(f, n)
 		redis.call("set", KEYS[i], value, "px", f[3])
 	end
 	return fence
+end
+
+-- dequeue takes entry out of the queues of KEYS[1..n].
+local function dequeue(entry, n)
+	for i = 1, n do
+		local q = queue(KEYS[i])
+		if q then
+			try("lrem", q, 0, entry)
+		end
+	end
 end

@@ -18,10 +18,7 @@
 local token = ARGV[1]
 local n = #KEYS
 if ARGV[2] and ARGV[2] ~= "" then
-	local q = queue(KEYS[1])
-	if q then
-		try("lrem", q, 1, ARGV[2])
-	end
+	dequeue(ARGV[2], n)
 end
 for i = 1, n do
 	if not owned(redis.call("get", KEYS[i]), token) then
@@ -37,6 +34,9 @@ for i = 1, n do
 		if f[2] ~= token then
 			if waitsFor(f, n) then
 				local fence = grant(f, n)
+				if n > 1 then
+					dequeue(entry, n)
+				end
 				try("publish", f[1], string.format("%d", fence) .. ":" .. f[2])
 				return 2
 			end
