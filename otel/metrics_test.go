@@ -157,7 +157,8 @@ func TestObserver_metrics(t *testing.T) {
 				"db.operation.name=obtain,pool=p,redislock.outcome=error":          2,
 			}, sums(t, got["redislock.obtains"]))
 			assert.Equal(t, map[string]int64{
-				"db.operation.name=obtain,pool=p,redislock.outcome=not_obtained": 3,
+				// Three attempts and the one that queued the waiter.
+				"db.operation.name=obtain,pool=p,redislock.outcome=not_obtained": 4,
 			}, sums(t, got["redislock.contentions"]))
 			assert.Equal(t, map[string]uint64{
 				"db.operation.name=obtain,pool=p,redislock.outcome=obtained":       2,

@@ -16,7 +16,9 @@
 // that the spans of a rueidisotel client underneath are its children. Each
 // has db.system.name "redis" and db.operation.name (semantic conventions
 // v1.43.0), and redislock.key_count, redislock.attempts, redislock.outcome;
-// redislock.contended for obtains, redislock.ttl (seconds) for obtains and
+// redislock.contended for obtains, and for an obtain that waited
+// redislock.woken.release, redislock.woken.expiry and
+// redislock.woken.backoff (how its waits ended); redislock.ttl (seconds) for obtains and
 // Refresh, redislock.held (seconds) for Release. A lock not obtained or
 // lost is an outcome, not an error; an error sets the span status to Error
 // and error.type to a fixed value (invalid_ttl, canceled, transport,

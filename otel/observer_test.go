@@ -209,8 +209,34 @@ func spanScenarios() []scenario {
 		want: []wantSpan{{
 			name: "redislock.obtain",
 			attrs: base("obtain", map[string]any{
-				"redislock.key_count": int64(1), "redislock.attempts": int64(3), "redislock.contended": int64(3),
+				// The first attempt, the one that queues it in Redis, and
+				// one after each of its two waits (ended by the backoff).
+				"redislock.key_count": int64(1), "redislock.attempts": int64(4), "redislock.contended": int64(4),
+				"redislock.woken.release": int64(0), "redislock.woken.expiry": int64(0), "redislock.woken.backoff": int64(2),
 				"redislock.ttl": 60.0, "redislock.outcome": "not_obtained",
+			}),
+		}},
+	}, {
+		name: "a wait woken by the release",
+		run: func(t *testing.T, ctx context.Context, e *env) {
+			holder, err := e.plain.Obtain(ctx, e.key("a"), time.Minute, nil)
+			require.NoError(t, err)
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				assert.NoError(t, holder.Release(ctx))
+			}()
+			opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Minute)}
+			_, err = e.locker.Obtain(ctx, e.key("a"), time.Minute, opt)
+			require.NoError(t, err)
+		},
+		want: []wantSpan{{
+			name: "redislock.obtain",
+			attrs: base("obtain", map[string]any{
+				// The first attempt and the one that queues it; the lock
+				// passes to it with the release, without another.
+				"redislock.key_count": int64(1), "redislock.attempts": int64(2), "redislock.contended": int64(2),
+				"redislock.woken.release": int64(1), "redislock.woken.expiry": int64(0), "redislock.woken.backoff": int64(0),
+				"redislock.ttl": 60.0, "redislock.outcome": "obtained",
 			}),
 		}},
 	}, {
@@ -272,7 +298,9 @@ func spanScenarios() []scenario {
 		want: []wantSpan{{
 			name: "redislock.obtain",
 			attrs: base("obtain", map[string]any{
-				"redislock.key_count": int64(1), "redislock.attempts": int64(1), "redislock.contended": int64(1),
+				// The first attempt and the one that queues it; the wait
+				// ends by the deadline, which is no wake-up.
+				"redislock.key_count": int64(1), "redislock.attempts": int64(2), "redislock.contended": int64(2),
 				"redislock.ttl": 60.0, "redislock.outcome": "error", "error.type": "deadline_exceeded",
 			}),
 			status: codes.Error, desc: "deadline_exceeded",

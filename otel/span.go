@@ -18,10 +18,15 @@ const (
 	AttrKeyCount  = attribute.Key("redislock.key_count") // int: the number of keys
 	AttrAttempts  = attribute.Key("redislock.attempts")  // int: the Redis round trips made
 	AttrContended = attribute.Key("redislock.contended") // int: obtain round trips that found the lock held
-	AttrTTL       = attribute.Key("redislock.ttl")       // float64: the TTL asked for, in seconds
-	AttrHeld      = attribute.Key("redislock.held")      // float64: on Release, seconds since the obtain
-	AttrOutcome   = attribute.Key("redislock.outcome")   // string: one of the Outcome values
-	AttrKeys      = attribute.Key("redislock.keys")      // []string: the lock keys, WithKeys only
+	// How the waits of an obtain ended (set when it waited): woken by a
+	// release, by the holder's expiry, by the backoff.
+	AttrWokenByRelease = attribute.Key("redislock.woken.release") // int
+	AttrWokenByExpiry  = attribute.Key("redislock.woken.expiry")  // int
+	AttrWokenByBackoff = attribute.Key("redislock.woken.backoff") // int
+	AttrTTL            = attribute.Key("redislock.ttl")           // float64: the TTL asked for, in seconds
+	AttrHeld           = attribute.Key("redislock.held")          // float64: on Release, seconds since the obtain
+	AttrOutcome        = attribute.Key("redislock.outcome")       // string: one of the Outcome values
+	AttrKeys           = attribute.Key("redislock.keys")          // []string: the lock keys, WithKeys only
 )
 
 // The values of the AttrOutcome attribute.
@@ -90,8 +95,8 @@ func outcomeName(op redislock.Op, out redislock.Outcome) string {
 	}
 }
 
-// attrBuf holds the attributes that End sets on a span: at most 8.
-type attrBuf [8]attribute.KeyValue
+// attrBuf holds the attributes that End sets on a span: at most 10.
+type attrBuf [10]attribute.KeyValue
 
 // attrBufs recycles the attrBufs of annotate: a span's SetAttributes copies
 // what it keeps (the SDK's does), as a function given a variadic argument
@@ -111,6 +116,12 @@ func (o *Observer) annotate(span trace.Span, info *opInfo, ev *redislock.Event, 
 	)
 	if info.obtain {
 		attrs = append(attrs, AttrContended.Int(ev.Contended))
+		if waits := ev.WokenByRelease + ev.WokenByExpiry + ev.WokenByBackoff; waits > 0 {
+			attrs = append(attrs,
+				AttrWokenByRelease.Int(ev.WokenByRelease),
+				AttrWokenByExpiry.Int(ev.WokenByExpiry),
+				AttrWokenByBackoff.Int(ev.WokenByBackoff))
+		}
 	}
 	if ev.TTL > 0 {
 		attrs = append(attrs, AttrTTL.Float64(ev.TTL.Seconds()))
