@@ -8,6 +8,16 @@ import (
 // RetryStrategy decides how long to wait before the next attempt to obtain or
 // refresh a lock. A NextBackoff under 1ns stops retrying.
 //
+// An Obtain or ObtainMulti asks for one backoff before each wait; the wait
+// ends earlier when the lock is released (it may then pass to the waiter
+// without another attempt) or its holder's TTL ends, and at the latest when
+// the backoff has passed. Each wait is followed by at most one attempt, so
+// LimitRetry(s, n) allows n waits, and a wake-up that loses the race (an
+// ObtainMulti whose other keys are still held) uses one up. The first wait
+// of a Client's first waiter starts with one more round trip, which queues
+// it in Redis. A Refresh waits only after a transport error, for the whole
+// backoff.
+//
 // The strategies built by this package are templates: each Obtain, ObtainMulti
 // or Refresh call works on its own fresh copy, so one value (and one Options
 // holding it) is safe to share across calls and goroutines. A strategy of

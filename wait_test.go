@@ -458,3 +458,28 @@ func TestWait_multiSecondKey(t *testing.T) {
 		assert.Equal(t, 0, b.dbsize(t), "no lock and no queue is left")
 	})
 }
+
+// The ACL of the README for woken waiting: waiters are woken by releases.
+func TestWait_fullACL(t *testing.T) {
+	redistest.Require(t)
+	srv := redistest.StartServerConfig(t, redistest.Config{
+		File: "user default on nopass ~* &* +@all\n" +
+			"user locker on >pw resetchannels ~lock* -@all +set +get +del +pexpire +pttl +incr +eval +evalsha +eval_ro +evalsha_ro +ping +client|tracking" +
+			" +lpop +rpush +lrem +lpos +publish +subscribe &redislock:*\n",
+	})
+	client := srv.Client(t, func(o *rueidis.ClientOption) { o.Username, o.Password = "locker", "pw" })
+	holder, err := redislock.Obtain(t.Context(), client, "lock", time.Minute, nil)
+	require.NoError(t, err)
+	obs := &counter{}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got := obtainAsync(ctx, redislock.New(client, redislock.WithObserver(obs)), []string{"lock"}, &redislock.Options{RetryStrategy: forever, FenceKey: "lock:fence"})
+	admin := backend{client: srv.Client(t), do: doWith(srv.Client(t))}
+	eventually(t, func() bool { return queueLen(t, admin, "lock") == 1 }, "the waiter queues")
+	require.NoError(t, holder.Release(t.Context()))
+	r := <-got
+	require.NoError(t, r.err)
+	assert.Equal(t, 1, obs.last.Load().WokenByRelease)
+	assert.Equal(t, int64(1), r.lock.FenceToken())
+	require.NoError(t, r.lock.Release(t.Context()))
+}
