@@ -289,7 +289,9 @@ func (c *Client) obtain(ctx context.Context, l *Lock, ttl time.Duration, o *Opti
 // may last without news; the attempt after it is that wait's retry. The
 // first wait of the first waiter of its Client starts with one more attempt,
 // which queues it in Redis. A newcomer that finds goroutines of its Client
-// waiting for its keys queues behind them without an attempt of its own.
+// waiting for its keys queues behind them without an attempt of its own,
+// and a waiter behind others of its Client makes no attempt until it is
+// the first (its backoffs still count, and bound its wait).
 //
 // The loop stops when the strategy says so, when the lock passed to it, when
 // the ctx ends, when the ctx deadline is too close for another attempt to be
@@ -410,6 +412,9 @@ func (c *Client) obtainRetry(ctx context.Context, l *Lock, ttl time.Duration, o 
 			return nil
 		}
 		left = 0
+		// Behind the first waiter of its Client, a waiter sleeps on: it is
+		// served through the first (its Client costs Redis one waiter).
+		skip = !c.first(w)
 	}
 }
 
