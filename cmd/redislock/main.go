@@ -7,13 +7,14 @@
 //	go run ./cmd/redislock bench -h                     # the flags
 //
 // bench starts -workers goroutines that, until -duration has passed, each
-// pick one of -keys keys at random, Obtain its lock (retrying with
+// pick one of -keys keys at random, Obtain its lock (waiting with
 // LinearBackoff(-retry), giving up after one -ttl), hold it for -hold and
 // Release it. It prints its progress every -interval and a summary at the
 // end: acquisitions per second, the time to acquire (mean, p50, p99, max),
 // the contention (the share of attempts that found the lock held, counted
-// exactly by a redislock.Observer), the attempts per acquisition, the Obtain
-// calls that gave up (not obtained within one TTL), the errors.
+// exactly by a redislock.Observer), the attempts per acquisition, what ended
+// the waits (a release, the holder's expiry, the backoff), the Obtain calls
+// that gave up (not obtained within one TTL), the errors.
 //
 // It also checks what the locks promise. Each key has an in-process counter
 // of the workers holding it: if it ever exceeds one, two workers held the
@@ -70,7 +71,8 @@ usage:
 const benchUsage = `usage: redislock bench [flags]
 
 Workers contend for a few locks until -duration has passed: each picks a key
-at random, obtains its lock (retrying every -retry, for up to one -ttl),
+at random, obtains its lock (waiting for its release, -retry at most
+without news, for up to one -ttl),
 holds it for -hold and releases it. Progress every -interval, then a summary.
 Mutual exclusion is checked in-process, and with -fence the fence tokens too.
 Without -addr it runs on an embedded Redis (miniredis).
@@ -133,7 +135,7 @@ func parseBench(args []string, stderr io.Writer) (config, bool) {
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long the run lasts")
 	fs.DurationVar(&cfg.ttl, "ttl", time.Second, "TTL of each lock, and how long an Obtain may wait for it")
 	fs.DurationVar(&cfg.hold, "hold", time.Millisecond, "how long a worker holds a lock it obtained (under -ttl)")
-	fs.DurationVar(&cfg.retry, "retry", 2*time.Millisecond, "wait between the attempts of an Obtain (LinearBackoff)")
+	fs.DurationVar(&cfg.retry, "retry", 100*time.Millisecond, "the backoff of an Obtain (LinearBackoff): the longest wait without news of a release")
 	fs.DurationVar(&cfg.interval, "interval", 500*time.Millisecond, "how often progress is printed")
 	fs.BoolVar(&cfg.fence, "fence", false, "obtain with a fence key per lock key and check that fence tokens strictly increase per key")
 	if err := fs.Parse(args); err != nil {
@@ -242,6 +244,8 @@ type stats struct {
 	// attempts and contended are counted by the observer: Redis round trips
 	// of Obtain, and those that found the lock held by another token.
 	attempts, contended atomic.Int64
+	// byRelease, byExpiry and byBackoff count what ended the waits.
+	byRelease, byExpiry, byBackoff atomic.Int64
 
 	mu       sync.Mutex
 	firstErr error
@@ -269,6 +273,9 @@ func (s *stats) End(_ context.Context, ev *redislock.Event) {
 	if ev.Op == redislock.OpObtain {
 		s.attempts.Add(int64(ev.Attempts))
 		s.contended.Add(int64(ev.Contended))
+		s.byRelease.Add(int64(ev.WokenByRelease))
+		s.byExpiry.Add(int64(ev.WokenByExpiry))
+		s.byBackoff.Add(int64(ev.WokenByBackoff))
 	}
 }
 
@@ -300,7 +307,7 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 		fence = "on"
 	}
 	fmt.Fprintf(stdout, "redislock bench on %s\n", where)
-	fmt.Fprintf(stdout, "%d workers, %d keys, %v; ttl %v, hold %v, retry every %v, fence %s\n\n",
+	fmt.Fprintf(stdout, "%d workers, %d keys, %v; ttl %v, hold %v, backoff %v, fence %s\n\n",
 		cfg.workers, cfg.keys, cfg.duration, cfg.ttl, cfg.hold, cfg.retry, fence)
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.duration)
@@ -332,7 +339,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 // worker obtains, holds and releases random locks until ctx ends, recording
 // the time to acquire of each lock in h.
 func worker(ctx context.Context, cfg config, locker *redislock.Client, keys []*lockKey, st *stats, h *histogram) {
-	for ctx.Err() == nil {
+	// The run has ended once its deadline has passed by the clock: an
+	// Obtain says so before the ctx's own timer has fired.
+	end, _ := ctx.Deadline()
+	ended := func() bool { return ctx.Err() != nil || !time.Now().Before(end) }
+	for !ended() {
 		k := keys[rand.IntN(len(keys))]
 		// An Obtain waits for at most one TTL: by then a holder that
 		// crashed has lost its lock anyway.
@@ -343,8 +354,9 @@ func worker(ctx context.Context, cfg config, locker *redislock.Client, keys []*l
 		cancel()
 		if err != nil {
 			switch {
-			case ctx.Err() != nil:
-				// The run ended during the call: not counted.
+			case ended() || !begin.Add(cfg.ttl).Before(end):
+				// The run ended during the call, or its deadline (the
+				// run's end) cut the wait short: not counted.
 			case errors.Is(err, redislock.ErrNotObtained), errors.Is(err, context.DeadlineExceeded):
 				// Held by others for a whole TTL (the deadline may also
 				// hit while a command is in flight: the same give-up).
@@ -424,6 +436,8 @@ func summary(w io.Writer, cfg config, elapsed time.Duration, interrupted bool, s
 	fmt.Fprintf(w, "  contention       %.3f (%d of %d attempts found the lock held)\n",
 		ratio(contended, attempts), contended, attempts)
 	fmt.Fprintf(w, "  attempts         %.2f per acquisition\n", ratio(attempts, acquired))
+	fmt.Fprintf(w, "  waits ended by   a release %d, the holder's expiry %d, the backoff %d\n",
+		st.byRelease.Load(), st.byExpiry.Load(), st.byBackoff.Load())
 	fmt.Fprintf(w, "  not obtained     %d of %d Obtain calls (the lock stayed held for a whole TTL)\n", notObtained, calls)
 	fmt.Fprintf(w, "  errors           %d\n", errs)
 	if st.firstErr != nil {
