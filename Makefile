@@ -43,6 +43,20 @@ bench-compare: redis-server $(BENCHSTAT)
 $(BENCHSTAT):
 	go install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
+## bench-plot: BenchmarkContendedHandoff (BENCH_PLOT_N acquisitions a case),
+## then the CDF of its waits, a panel per shape, into bench/waits.png; its
+## output goes to bench/waits.txt, the raw waits to BENCH_WAITS_DIR (kept when
+## given, else a temporary directory that is removed)
+BENCH_PLOT_N ?= 3000
+.PHONY: bench-plot
+bench-plot: redis-server
+	@set -e; cd bench; dir="$(BENCH_WAITS_DIR)"; tmp=; \
+	if [ -z "$$dir" ]; then dir=$$(mktemp -d); tmp=$$dir; fi; mkdir -p "$$dir"; \
+	BENCH_WAITS_DIR="$$dir" go test -run='^$$' -bench='ContendedHandoff' -benchtime=$(BENCH_PLOT_N)x -count=1 -timeout=0 . | tee waits.txt; \
+	if grep -q -e '^FAIL' -e '^--- FAIL' -e '^panic:' waits.txt; then echo "bench-plot: a benchmark failed" >&2; exit 1; fi; \
+	go run ./cmd/waitcdf -dir "$$dir" -o waits.png; \
+	if [ -n "$$tmp" ]; then rm -rf "$$tmp"; fi; echo "wrote bench/waits.png"
+
 ## bench-smoke: every benchmark of every module once, so a broken one is caught
 bench-smoke: redis-server
 	@set -e; for m in $(MODULES); do (cd $$m && go test -run='^$$' -bench=. -benchtime=1x ./...); done

@@ -165,8 +165,9 @@ func BenchmarkRefresh(b *testing.B) {
 // Metrics: acq/s; the wait of an acquisition (from the call to its return)
 // at p50, p99 and max, in µs (units p50-wait-us, ...); fairness, the smallest goroutine's share of
 // the acquisitions (1/8 = 0.125 when all get as many; 0 when one starved);
-// and the commands the server executed per acquisition, failed attempts
-// included.
+// handoff, the fraction of acquisitions whose holder is another goroutine
+// than the previous holder (see BenchmarkContendedHandoff); and the commands
+// the server executed per acquisition, failed attempts included.
 func BenchmarkContended(b *testing.B) {
 	e := setup(b)
 	for _, l := range e.libs {
@@ -175,8 +176,10 @@ func BenchmarkContended(b *testing.B) {
 			var (
 				tickets atomic.Int64
 				waits   [contenders][]time.Duration
+				hs      holders
 				wg      sync.WaitGroup
 			)
+			hs.reset()
 			tickets.Store(int64(b.N))
 			c := e.counter(b)
 			b.ReportAllocs()
@@ -185,7 +188,7 @@ func BenchmarkContended(b *testing.B) {
 			for w := range contenders {
 				wg.Go(func() {
 					for tickets.Add(-1) >= 0 {
-						if err := contend(l, key, &waits[w]); err != nil {
+						if err := contend(l, key, waitTimeout, w, &hs, &waits[w]); err != nil {
 							b.Errorf("goroutine %d: %v", w, err)
 							return
 						}
@@ -215,13 +218,16 @@ func BenchmarkContended(b *testing.B) {
 			b.ReportMetric(micros(percentile(all, 99)), "p99-wait-us")
 			b.ReportMetric(micros(all[n-1]), "max-wait-us")
 			b.ReportMetric(float64(least)/float64(n), "fairness")
+			hs.report(b)
 		})
 	}
 }
 
-// contend waits for key, records the wait and releases the lock.
-func contend(l *lib, key string, waits *[]time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+// contend is goroutine g waiting for key, for at most timeout: it records
+// the wait (from the call to its return) and the holder in hs, and releases
+// the lock.
+func contend(l *lib, key string, timeout time.Duration, g int, hs *holders, waits *[]time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	t0 := time.Now()
 	h, err := l.wait(ctx, key)
@@ -229,6 +235,8 @@ func contend(l *lib, key string, waits *[]time.Duration) error {
 		return errors.Join(errors.New("wait"), err)
 	}
 	*waits = append(*waits, time.Since(t0))
+	hs.enter(g)
+	hs.leave()
 	if err := h.Release(context.Background()); err != nil {
 		return errors.Join(errors.New("release"), err)
 	}

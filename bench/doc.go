@@ -13,5 +13,10 @@
 //	go test -run='^$' -bench=. -benchmem -count=10 . | tee new.txt
 //	benchstat -col /lib new.txt
 //
+// BenchmarkContendedHandoff (a 200µs pause after each release) and
+// BenchmarkContendedExpiry (a holder that vanishes) measure how a waiter
+// gets a contended lock; with BENCH_WAITS_DIR set the first writes its raw
+// waits, which cmd/waitcdf draws (make bench-plot: bench/waits.png).
+//
 // See BENCHMARKS.md at the root of the repository for the latest table.
 package bench

@@ -63,6 +63,11 @@ type lib struct {
 	multi func(ctx context.Context, keys []string) (held, error)
 	// wait obtains key with the library's own waiting, until ctx ends.
 	wait func(ctx context.Context, key string) (held, error)
+	// vanish takes key for expiryTTL as a holder that then vanishes: it
+	// neither extends nor releases the lock, which only expires. stop frees
+	// what the library keeps on the client side (rueidislock's goroutines)
+	// once the key has been taken by another; nil when unsupported.
+	vanish func(ctx context.Context, key string) (stop func(), err error)
 	// refresh reports whether held.Refresh is supported.
 	refresh bool
 	close   func()
@@ -72,9 +77,12 @@ type lib struct {
 // library first, so that benchstat -col /lib compares each peer with it.
 func newLibs(addr string) ([]*lib, error) {
 	makers := []func(string) (*lib, error){
-		newRedislock, newFloor, newBSM, newRedsyncGoredis, newRedsyncRueidis,
-		func(addr string) (*lib, error) { return newRueidislock(addr, "rueidislock-km1", 1) },
-		func(addr string) (*lib, error) { return newRueidislock(addr, "rueidislock", 0) },
+		func(addr string) (*lib, error) { return newRedislock(addr, "redislock", pollInterval) },
+		newFloor,
+		func(addr string) (*lib, error) { return newBSM(addr, "bsm", pollInterval) },
+		newRedsyncGoredis, newRedsyncRueidis,
+		func(addr string) (*lib, error) { return newRueidislock(addr, "rueidislock-km1", 1, false) },
+		func(addr string) (*lib, error) { return newRueidislock(addr, "rueidislock", 0, false) },
 	}
 	var libs []*lib
 	for _, mk := range makers {
@@ -128,15 +136,17 @@ func ourObtained(l *redislock.Lock, err error) (held, error) {
 	return ourLock{l}, nil
 }
 
-func newRedislock(addr string) (*lib, error) {
+// newRedislock makes this library's Client on a rueidis client of its own;
+// its wait retries with LinearBackoff(backoff).
+func newRedislock(addr, name string, backoff time.Duration) (*lib, error) {
 	client, err := newRueidisClient(addr)
 	if err != nil {
 		return nil, err
 	}
 	locker := redislock.New(client)
-	waitOpt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(pollInterval)}
+	waitOpt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(backoff)}
 	return &lib{
-		name: "redislock",
+		name: name,
 		obtain: func(ctx context.Context, key string) (held, error) {
 			return ourObtained(locker.Obtain(ctx, key, ttl, nil))
 		},
@@ -145,6 +155,10 @@ func newRedislock(addr string) (*lib, error) {
 		},
 		wait: func(ctx context.Context, key string) (held, error) {
 			return ourObtained(locker.Obtain(ctx, key, ttl, waitOpt))
+		},
+		vanish: func(ctx context.Context, key string) (func(), error) {
+			_, err := ourObtained(locker.Obtain(ctx, key, expiryTTL, nil))
+			return func() {}, err
 		},
 		refresh: true,
 		close:   client.Close,
@@ -185,13 +199,15 @@ func bsmObtained(l *bsmredislock.Lock, err error) (held, error) {
 	return bsmLock{l}, nil
 }
 
-func newBSM(addr string) (*lib, error) {
+// newBSM makes a bsm/redislock Client on a go-redis client of its own; its
+// wait retries with LinearBackoff(backoff).
+func newBSM(addr, name string, backoff time.Duration) (*lib, error) {
 	client := goredis.NewClient(&goredis.Options{Addr: addr})
 	locker := bsmredislock.New(client)
 	// LinearBackoff is stateless in bsm/redislock: one Options may be shared.
-	waitOpt := &bsmredislock.Options{RetryStrategy: bsmredislock.LinearBackoff(pollInterval)}
+	waitOpt := &bsmredislock.Options{RetryStrategy: bsmredislock.LinearBackoff(backoff)}
 	return &lib{
-		name: "bsm",
+		name: name,
 		obtain: func(ctx context.Context, key string) (held, error) {
 			return bsmObtained(locker.Obtain(ctx, key, ttl, nil))
 		},
@@ -200,6 +216,10 @@ func newBSM(addr string) (*lib, error) {
 		},
 		wait: func(ctx context.Context, key string) (held, error) {
 			return bsmObtained(locker.Obtain(ctx, key, ttl, waitOpt))
+		},
+		vanish: func(ctx context.Context, key string) (func(), error) {
+			_, err := bsmObtained(locker.Obtain(ctx, key, expiryTTL, nil))
+			return func() {}, err
 		},
 		refresh: true,
 		close:   func() { _ = client.Close() },
@@ -250,6 +270,7 @@ func newRedsync(name string, pool redsyncredis.Pool, closeFn func()) *lib {
 	// Options are built once: each is a closure, and a caller that cares
 	// keeps them rather than making them on every lock.
 	tryOpts := []redsync.Option{redsync.WithExpiry(ttl), redsync.WithTries(1)}
+	vanishOpts := []redsync.Option{redsync.WithExpiry(expiryTTL), redsync.WithTries(1)}
 	waitOpts := []redsync.Option{
 		redsync.WithExpiry(ttl),
 		redsync.WithTries(math.MaxInt32), // the ctx bounds the wait
@@ -264,6 +285,11 @@ func newRedsync(name string, pool redsyncredis.Pool, closeFn func()) *lib {
 		wait: func(ctx context.Context, key string) (held, error) {
 			m := rs.NewMutex(key, waitOpts...)
 			return redsyncObtained(m, m.LockContext(ctx))
+		},
+		vanish: func(ctx context.Context, key string) (func(), error) {
+			m := rs.NewMutex(key, vanishOpts...)
+			_, err := redsyncObtained(m, m.TryLockContext(ctx))
+			return func() {}, err
 		},
 		refresh: true,
 		close:   closeFn,
@@ -310,7 +336,11 @@ func rueidislockObtained(_ context.Context, cancel context.CancelFunc, err error
 
 // newRueidislock makes a rueidislock Locker with KeyValidity ttl; majority 0
 // keeps its default KeyMajority (2: three keys, two of which must be taken).
-func newRueidislock(addr, name string, majority int32) (*lib, error) {
+// With withVanish, a second Locker (a client of its own) serves vanish:
+// KeyValidity expiryTTL and an ExtendInterval of an hour, so that it never
+// extends its lock; it drops the lock, without deleting it, when the
+// invalidation of the expired key tells it the key is gone.
+func newRueidislock(addr, name string, majority int32, withVanish bool) (*lib, error) {
 	locker, err := rueidislock.NewLocker(rueidislock.LockerOption{
 		ClientOption: rueidis.ClientOption{InitAddress: []string{addr}},
 		KeyMajority:  majority,
@@ -319,7 +349,7 @@ func newRueidislock(addr, name string, majority int32) (*lib, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &lib{
+	l := &lib{
 		name: name,
 		obtain: func(ctx context.Context, key string) (held, error) {
 			return rueidislockObtained(locker.TryWithContext(ctx, key))
@@ -328,7 +358,33 @@ func newRueidislock(addr, name string, majority int32) (*lib, error) {
 			return rueidislockObtained(locker.WithContext(ctx, key))
 		},
 		close: locker.Close,
-	}, nil
+	}
+	if !withVanish {
+		return l, nil
+	}
+	holder, err := rueidislock.NewLocker(rueidislock.LockerOption{
+		ClientOption:   rueidis.ClientOption{InitAddress: []string{addr}},
+		KeyMajority:    majority,
+		KeyValidity:    expiryTTL,
+		ExtendInterval: time.Hour,
+	})
+	if err != nil {
+		locker.Close()
+		return nil, err
+	}
+	l.vanish = func(ctx context.Context, key string) (func(), error) {
+		h, err := rueidislockObtained(holder.TryWithContext(ctx, key))
+		if err != nil {
+			return nil, err
+		}
+		// Its delete compares tokens: it cannot remove the next holder's key.
+		return func() { _ = h.Release(context.Background()) }, nil
+	}
+	l.close = func() {
+		holder.Close()
+		locker.Close()
+	}
+	return l, nil
 }
 
 // ---- the floor: raw rueidis ----

@@ -94,36 +94,44 @@ func (e *env) warm() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, l := range e.libs {
-		keys := keyRing("warm", l, 5)
-		for range 32 {
-			h, err := l.obtain(ctx, keys[0])
-			if err == nil {
-				err = h.Release(ctx)
-			}
-			if err != nil {
-				return fmt.Errorf("warming %s up: %w", l.name, err)
-			}
+		if err := warm(ctx, l); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// warm runs every operation of l (see env.warm).
+func warm(ctx context.Context, l *lib) error {
+	keys := keyRing("warm", l, 5)
+	for range 32 {
 		h, err := l.obtain(ctx, keys[0])
-		if err == nil && l.refresh {
-			err = h.Refresh(ctx)
-		}
 		if err == nil {
 			err = h.Release(ctx)
-		}
-		if err == nil && l.multi != nil {
-			if h, err = l.multi(ctx, keys[1:4]); err == nil {
-				err = h.Release(ctx)
-			}
-		}
-		if err == nil {
-			if h, err = l.wait(ctx, keys[4]); err == nil {
-				err = h.Release(ctx)
-			}
 		}
 		if err != nil {
 			return fmt.Errorf("warming %s up: %w", l.name, err)
 		}
+	}
+	h, err := l.obtain(ctx, keys[0])
+	if err == nil && l.refresh {
+		err = h.Refresh(ctx)
+	}
+	if err == nil {
+		err = h.Release(ctx)
+	}
+	if err == nil && l.multi != nil {
+		if h, err = l.multi(ctx, keys[1:4]); err == nil {
+			err = h.Release(ctx)
+		}
+	}
+	if err == nil {
+		if h, err = l.wait(ctx, keys[4]); err == nil {
+			err = h.Release(ctx)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("warming %s up: %w", l.name, err)
 	}
 	return nil
 }
