@@ -297,7 +297,7 @@ func BenchmarkContended(b *testing.B) {
 }
 
 // benchContended runs one case of BenchmarkContended.
-func benchContended(b *testing.B, srv *redistest.Server, locker *redislock.Client, opt *redislock.Options, pause bool) {
+func benchContended(b *testing.B, srv *redistest.Server, locker *redislock.Client, opt *redislock.Options, doPause bool) {
 	key := benchKeyRing("contended", 1)[0]
 	var (
 		tickets  atomic.Int64
@@ -325,13 +325,8 @@ func benchContended(b *testing.B, srv *redistest.Server, locker *redislock.Clien
 					return
 				}
 				waits[g] = append(waits[g], wait)
-				if pause {
-					// time.Sleep(200µs) sleeps about 1.1ms on a 2-CPU
-					// Linux machine with Go 1.26 (measured: p50 1.09ms);
-					// spinning on time.Since keeps the pause at 200µs.
-					for t0 := time.Now(); time.Since(t0) < contendedPause; {
-						runtime.Gosched()
-					}
+				if doPause {
+					pause(contendedPause)
 				}
 			}
 		})

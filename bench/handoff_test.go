@@ -250,13 +250,15 @@ func handoffRun(b *testing.B, e *env, s shape, p peer, libs []*lib) {
 	}
 }
 
-// pause waits d without sleeping: it spins on time.Since, yielding the
-// processor with runtime.Gosched at each turn. Measured on this machine,
-// time.Sleep(200µs) returns after 1.09ms at p50 (Go timers below 1ms fire on
-// about 1ms boundaries here), which would make the pause five times too long;
-// this spin returns after 200.07µs at p50 and 200.16µs at p99.
+// pause waits d without burning a CPU for it (pause_linux_test.go sleeps
+// most of it; elsewhere it spins): time.Sleep(200µs) returns after 1.09ms at
+// p50 here (Go timers below 1ms fire on about 1ms boundaries), which would
+// make the pause five times too long, and a spin for the whole pause takes a
+// CPU from redis-server on a 2-vCPU machine.
 func pause(d time.Duration) {
-	for t0 := time.Now(); time.Since(t0) < d; {
+	t0 := time.Now()
+	sleepMost(d)
+	for time.Since(t0) < d {
 		runtime.Gosched()
 	}
 }
