@@ -668,25 +668,23 @@ func (c *Client) fail(what op, l *Lock, o *Options, unknown bool, lastErr, ctxEr
 
 // cleanup releases what an obtain with an unknown outcome may have taken,
 // with release.lua and the obtain's random token (giveBack: what a waiter
-// that returned was granted), within the release timeout and for 250ms at
-// most an attempt. It tries again after a transport error (the connection
-// may heal) and, with lost set, after "not held" (the lost command may still
-// be on its way: rueidis may send the cleanup on another connection, ahead of
-// it), waiting 25ms, then twice as long each time up to 500ms. It stops once
-// the keys are deleted, on an error reply of Redis, or when the client is
-// closed. A lost command that lands after the release timeout is not undone:
-// that lock lives out its TTL. args are release.lua's ARGV.
+// that returned was granted), within the release timeout. Each attempt may
+// use all of the time left: on a slow link a reconnect's handshake and the
+// release need two round trips, and a shorter budget an attempt would never
+// see its reply (a broken connection fails its commands at once, so a retry
+// still gets its chance). It tries again after a transport error (the
+// connection may heal) and, with lost set, after "not held" (the lost
+// command may still be on its way: rueidis may send the cleanup on another
+// connection, ahead of it), waiting 25ms, then twice as long each time up to
+// 500ms. It stops once the keys are deleted, on an error reply of Redis, or
+// when the client is closed. A lost command that lands after the release
+// timeout is not undone: that lock lives out its TTL. args are release.lua's
+// ARGV.
 func (c *Client) cleanup(l *Lock, lost bool, args ...string) {
 	deadline := time.Now().Add(c.releaseTimeout)
 	wait := 25 * time.Millisecond
 	for {
-		// One attempt may not use the whole budget: a reply lost on a
-		// broken connection would.
-		until := time.Now().Add(250 * time.Millisecond)
-		if until.After(deadline) {
-			until = deadline
-		}
-		ctx, cancel := context.WithDeadline(context.Background(), until)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err := c.scripts.release.Exec(ctx, c.client, l.keys, args).Error()
 		cancel()
 		if err == nil || errors.Is(err, rueidis.ErrClosing) || (!lost && rueidis.IsRedisNil(err)) {

@@ -2,6 +2,7 @@ package safety_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -77,9 +78,12 @@ func waitGone(t *testing.T, srv *safety.Server, key string, limit time.Duration)
 
 // ambiguousObtain obtains through a proxy while a toxic is on the replies,
 // with a 100ms deadline, and removes the toxic after heal; it checks that
-// the call returned by its deadline with an error that is not
-// ErrNotObtained, that the server did grant the lock (its fence counter is
-// 1), and that the cleanup released it long before its TTL.
+// the call returned by its deadline, with ErrNotObtained joined with the
+// deadline when the deadline cut the attempt short (a random token's
+// attempt in flight at the deadline is the library's to settle), and with
+// an error that is not ErrNotObtained after a transport error (a reset
+// connection), that the server did grant the lock (its fence
+// counter is 1), and that the cleanup released it long before its TTL.
 func ambiguousObtain(t *testing.T, kind, attrs string, heal time.Duration) {
 	const ttl = 30 * time.Second
 	for _, mode := range []string{"idle", "busy"} {
@@ -95,7 +99,11 @@ func ambiguousObtain(t *testing.T, kind, attrs string, heal time.Duration) {
 			took := time.Since(start)
 			cancel()
 			require.Error(t, err)
-			require.NotErrorIs(t, err, redislock.ErrNotObtained, "an unknown outcome is not ErrNotObtained")
+			if errors.Is(err, context.DeadlineExceeded) {
+				require.ErrorIs(t, err, redislock.ErrNotObtained, "the library settles a random token's attempt in flight at the deadline")
+			} else {
+				require.NotErrorIs(t, err, redislock.ErrNotObtained, "a transport error is an unknown outcome, not ErrNotObtained")
+			}
 			require.Less(t, took, 100*time.Millisecond+deadlineMargin, "the call outlived its deadline")
 			go func() {
 				time.Sleep(heal)
@@ -110,10 +118,9 @@ func ambiguousObtain(t *testing.T, kind, attrs string, heal time.Duration) {
 }
 
 // Scenario 4: the reply to an obtain is late (300ms of latency on the
-// replies). The call returns by its ctx deadline with an error that is not
-// ErrNotObtained, and the lock the server granted is released by the
-// library's cleanup as soon as the connection allows, not at the end of its
-// TTL.
+// replies). The call returns by its ctx deadline, not obtained, and the lock
+// the server granted is released by the library's cleanup as soon as the
+// connection allows, not at the end of its TTL.
 func TestAmbiguousObtain_lateReply(t *testing.T) {
 	ambiguousObtain(t, "latency", `{"latency":300}`, 500*time.Millisecond)
 }
