@@ -457,3 +457,27 @@ func TestFencing(t *testing.T) {
 		assert.Equal(t, 1, b.dbsize(t), "only the fence counter stays")
 	})
 }
+
+// An ObtainMulti with a custom token that already holds some of the keys,
+// the others free, takes them all (what makes a retry with the same token
+// idempotent); a key held by another token still refuses it, and then
+// nothing is written.
+func TestObtainMulti_customTokenHoldsSome(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		opt := &redislock.Options{Token: "mine"}
+		_, err := redislock.Obtain(t.Context(), b.client, "k1", time.Minute, opt)
+		require.NoError(t, err)
+		lock, err := redislock.ObtainMulti(t.Context(), b.client, []string{"k1", "k2", "k3"}, time.Hour, opt)
+		require.NoError(t, err)
+		assertTTL(t, lock, time.Hour)
+		require.NoError(t, lock.Release(t.Context()))
+
+		_, err = redislock.Obtain(t.Context(), b.client, "k1", time.Minute, opt)
+		require.NoError(t, err)
+		_, err = redislock.Obtain(t.Context(), b.client, "k3", time.Minute, nil)
+		require.NoError(t, err)
+		_, err = redislock.ObtainMulti(t.Context(), b.client, []string{"k1", "k2", "k3"}, time.Hour, opt)
+		require.ErrorIs(t, err, redislock.ErrNotObtained)
+		assert.Equal(t, "(nil)", b.mustDo(t, "GET", "k2"), "nothing is written")
+	})
+}
