@@ -109,13 +109,15 @@ var (
 // queueScripts are the scripts that use the wait queue (lua/queue.lua).
 type queueScripts struct {
 	obtain, release *rueidis.Lua
+	obtainBody      script // obtain, for a dedicated connection (WithReplicas)
 }
 
 func newQueueScripts(cluster bool) *queueScripts {
 	head := luaOwned + "local cluster = " + strconv.FormatBool(cluster) + "\n" + luaQueue
 	return &queueScripts{
-		obtain:  rueidis.NewLuaScript(head + luaObtain),
-		release: rueidis.NewLuaScript(head + luaRelease),
+		obtain:     rueidis.NewLuaScript(head + luaObtain),
+		release:    rueidis.NewLuaScript(head + luaRelease),
+		obtainBody: newScript(head + luaObtain),
 	}
 }
 
@@ -127,6 +129,8 @@ type Client struct {
 	scripts        *queueScripts
 	observer       Observer
 	releaseTimeout time.Duration
+	replicas       int64 // WithReplicas
+	replicaTimeout time.Duration
 	waits          waits
 }
 
@@ -409,6 +413,9 @@ func (c *Client) obtainRetry(ctx context.Context, l *Lock, ttl time.Duration, o 
 		if granted, fence := c.granted(w); granted {
 			l.fence = fence
 			c.leave(w, true)
+			if c.replicas > 0 {
+				return c.confirm(ctx, l, ms)
+			}
 			return nil
 		}
 		left = 0
@@ -523,8 +530,19 @@ func (c *Client) refreshRetry(ctx context.Context, l *Lock, ttl time.Duration, o
 	)
 	for {
 		attempts++
-		err := scriptRefresh.Exec(ctx, c.client, l.keys, []string{l.token, ms}).Error()
+		var acked int64
+		var err error
+		if c.replicas == 0 {
+			err = scriptRefresh.Exec(ctx, c.client, l.keys, []string{l.token, ms}).Error()
+		} else {
+			var res rueidis.RedisResult
+			if res, acked, err = c.execReplicated(ctx, refreshScript, l.keys, []string{l.token, ms}); err == nil {
+				err = res.Error()
+			}
+		}
 		switch {
+		case err == nil && acked < c.replicas:
+			return attempts, c.notReplicated("refresh", l, acked)
 		case err == nil:
 			return attempts, nil
 		case rueidis.IsRedisNil(err):
@@ -569,7 +587,7 @@ func (c *Client) refreshRetry(ctx context.Context, l *Lock, ttl time.Duration, o
 func (c *Client) attempt(ctx context.Context, l *Lock, ms int64, o *Options, unknown, wait bool, entry string, again bool, limit time.Time) (held bool, left time.Duration, err error) {
 	ttl := formatMs(ms)
 	fenceKey := o.fenceKey()
-	if !unknown && !wait && fenceKey == "" && len(l.keys) == 1 && (o == nil || o.Token == "") {
+	if !unknown && !wait && c.replicas == 0 && fenceKey == "" && len(l.keys) == 1 && (o == nil || o.Token == "") {
 		// Arbitrary rather than Set()...PxMilliseconds, which formats the
 		// TTL anew on every call.
 		cmd := c.client.B().Arbitrary("SET").Keys(l.keys[0]).Args(lockValue(l.token, 0, l.metadata), "NX", "PX", ttl).Build()
@@ -594,7 +612,15 @@ func (c *Client) attempt(ctx context.Context, l *Lock, ms int64, o *Options, unk
 		}
 		args = append(args, entry, strconv.FormatInt(max(keep, 1000), 10), queued)
 	}
-	fence, err := c.scripts.obtain.Exec(ctx, c.client, keys, args).AsInt64()
+	var fence, acked int64
+	if c.replicas == 0 {
+		fence, err = c.scripts.obtain.Exec(ctx, c.client, keys, args).AsInt64()
+	} else {
+		var res rueidis.RedisResult
+		if res, acked, err = c.execReplicated(ctx, c.scripts.obtainBody, keys, args); err == nil {
+			fence, err = res.AsInt64()
+		}
+	}
 	switch {
 	case err != nil:
 		return false, 0, err
@@ -602,18 +628,26 @@ func (c *Client) attempt(ctx context.Context, l *Lock, ms int64, o *Options, unk
 		return true, time.Duration(-1-fence) * time.Millisecond, nil
 	}
 	l.fence = fence
+	if acked < c.replicas {
+		c.unwrite(ctx, l)
+		return false, 0, c.notReplicated("obtain", l, acked)
+	}
 	return false, 0, nil
 }
 
 // classify is the one place that decides what a failed attempt means.
 //
-// A reply of Redis is terminal (a script error, WRONGTYPE, NOPERM will not
-// clear by waiting), except TRYAGAIN, LOADING and CLUSTERDOWN, which a
-// resharding, a restart or a failover clear; a reply means the command ran,
-// or was refused, so its outcome is known. A ctx error or a closed client is
+// ErrNotReplicated is terminal and known (what the obtain wrote is
+// released). A reply of Redis is terminal (a script error, WRONGTYPE,
+// NOPERM will not clear by waiting), except TRYAGAIN, LOADING and
+// CLUSTERDOWN, which a resharding, a restart or a failover clear; a reply
+// means the command ran, or was refused, so its outcome is known. A ctx error or a closed client is
 // terminal. Anything else is a transport error: retryable within the caller's
 // deadline, and ambiguous, since the command may have been applied.
 func classify(err error) (retryable, ambiguous bool) {
+	if errors.Is(err, ErrNotReplicated) {
+		return false, false // known, and what it wrote is released
+	}
 	if re, ok := rueidis.IsRedisErr(err); ok {
 		return re.IsTryAgain() || re.IsLoading() || re.IsClusterDown(), false
 	}

@@ -27,6 +27,7 @@ const (
 	errCrossSlot                       // redislock.ErrCrossSlot
 	errNotObtained                     // redislock.ErrNotObtained (never an error outcome today)
 	errLockNotHeld                     // redislock.ErrLockNotHeld (never an error outcome today)
+	errNotReplicated                   // redislock.ErrNotReplicated
 	errClientClosed                    // rueidis.ErrClosing
 	errTransport                       // a net.Error, io.EOF, io.ErrUnexpectedEOF
 	errRedisFirst                      // the first of the Redis error prefixes below
@@ -60,6 +61,7 @@ var errTypeNames = func() [numErrTypes]string {
 		errCrossSlot:        "cross_slot",
 		errNotObtained:      "not_obtained",
 		errLockNotHeld:      "lock_not_held",
+		errNotReplicated:    "not_replicated",
 		errClientClosed:     "client_closed",
 		errTransport:        "transport",
 	}
@@ -82,6 +84,7 @@ var sentinels = [...]struct {
 	{redislock.ErrCrossSlot, errCrossSlot},
 	{redislock.ErrNotObtained, errNotObtained},
 	{redislock.ErrLockNotHeld, errLockNotHeld},
+	{redislock.ErrNotReplicated, errNotReplicated},
 	{rueidis.ErrClosing, errClientClosed},
 }
 

@@ -1,0 +1,122 @@
+package redislock
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// ErrNotReplicated is wrapped by the error of an Obtain, ObtainMulti or
+// Refresh of a Client made WithReplicas when fewer replicas than asked
+// acknowledged its write within the timeout. An Obtain then releases what it
+// wrote; a Refresh keeps the lock (it is held, on the master).
+var ErrNotReplicated = errors.New("redislock: not replicated")
+
+// WithReplicas makes every obtain and refresh of the Client wait, after its
+// write, until n replicas acknowledged it or timeout passed (Redis' WAIT),
+// so that a lock it reports survives the failover of its master to one of
+// those replicas. When fewer acknowledge, Obtain and ObtainMulti release
+// what they wrote and return an error wrapping ErrNotReplicated (not
+// ErrNotObtained); Refresh returns it and keeps the lock. A lock passed to a
+// waiter by a release is confirmed likewise, with a refresh to its own TTL.
+//
+// WAIT counts the writes of its own connection, so each write runs with its
+// WAIT on a dedicated connection of the rueidis client (one round trip for
+// both), not pipelined: expect each obtain and refresh to cost a connection
+// from rueidis' pool and up to timeout more. The ctx of the call should
+// leave room for timeout.
+//
+// It cannot promise what WAIT cannot: a replica that acknowledged may not
+// be the one promoted (Sentinel and Cluster promote the most up to date one,
+// which helps); a write acknowledged by replicas is not on their disks
+// (WAITAOF, Redis 7.2+, is not used); and the master may still serve writes
+// that no replica will see (min-replicas-to-write bounds that on the
+// server). n == 0 turns it off (the default). WithReplicas panics for n < 0,
+// and for n > 0 with a timeout under 1ms.
+func WithReplicas(n int, timeout time.Duration) ClientOption {
+	if n < 0 {
+		panic(fmt.Sprintf("redislock: WithReplicas(%d, %v): n must be 0 or more", n, timeout))
+	}
+	if n > 0 && timeout < time.Millisecond {
+		panic(fmt.Sprintf("redislock: WithReplicas(%d, %v): the timeout must be 1ms or more", n, timeout))
+	}
+	return func(c *Client) {
+		c.replicas, c.replicaTimeout = int64(n), timeout
+	}
+}
+
+// script is a Lua script's body and SHA-1, for a dedicated connection, where
+// rueidis.Lua does not run.
+type script struct{ body, sha string }
+
+func newScript(body string) script {
+	sum := sha1.Sum([]byte(body))
+	return script{body: body, sha: hex.EncodeToString(sum[:])}
+}
+
+var refreshScript = newScript(luaOwned + luaRefresh)
+
+// execReplicated runs s and WAIT on one dedicated connection (EVAL after a
+// NOSCRIPT), and returns the script's reply and how many replicas
+// acknowledged the write.
+func (c *Client) execReplicated(ctx context.Context, s script, keys, args []string) (res rueidis.RedisResult, acked int64, err error) {
+	err = c.client.Dedicated(func(dc rueidis.DedicatedClient) error {
+		wait := func() rueidis.Completed {
+			return dc.B().Wait().Numreplicas(c.replicas).Timeout(c.replicaTimeout.Milliseconds()).Build()
+		}
+		rs := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		if re, ok := rueidis.IsRedisErr(rs[0].Error()); ok && re.IsNoScript() {
+			rs = dc.DoMulti(ctx, dc.B().Eval().Script(s.body).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		}
+		res = rs[0]
+		if err := rs[1].Error(); err != nil && rs[0].Error() == nil {
+			// The write is known, its replication not: a transport error.
+			return err
+		}
+		acked, _ = rs[1].AsInt64()
+		return nil
+	})
+	return res, acked, err
+}
+
+// notReplicated is the error for a write that fewer than c.replicas
+// replicas acknowledged.
+func (c *Client) notReplicated(what string, l *Lock, acked int64) error {
+	return fmt.Errorf("%w: %s %q: %d of %d replicas acknowledged within %v",
+		ErrNotReplicated, what, l.keys[0], acked, c.replicas, c.replicaTimeout)
+}
+
+// unwrite releases, detached from ctx and within the release timeout, what
+// an obtain that was not replicated wrote.
+func (c *Client) unwrite(ctx context.Context, l *Lock) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
+	defer cancel()
+	_ = c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+}
+
+// confirm makes sure that a lock passed to a waiter of a Client made
+// WithReplicas is replicated: a refresh to its TTL, with WAIT, whose
+// acknowledgement covers the grant before it. When it is not, the lock is
+// released.
+func (c *Client) confirm(ctx context.Context, l *Lock, ms int64) error {
+	res, acked, err := c.execReplicated(ctx, refreshScript, l.keys, []string{l.token, formatMs(ms)})
+	if err == nil {
+		err = res.Error()
+	}
+	switch {
+	case rueidis.IsRedisNil(err):
+		return ErrNotObtained // lost at once: expired meanwhile
+	case err != nil:
+		c.unwrite(ctx, l)
+		return fmt.Errorf("redislock: obtain %q: confirm: %w", l.keys[0], err)
+	case acked < c.replicas:
+		c.unwrite(ctx, l)
+		return c.notReplicated("obtain", l, acked)
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package redislock_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-223c80a0/redislock"
+	"github.com/seed-223c80a0/redislock/internal/redistest"
+)
+
+// tcpProxy forwards connections to an address until it is stopped: then it
+// closes its listener and every connection, a partition.
+type tcpProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startTCPProxy(t *testing.T, upstream string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &tcpProxy{ln: ln}
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, down, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, down); up.Close() }()
+			go func() { _, _ = io.Copy(down, up); down.Close() }()
+		}
+	}()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *tcpProxy) port() string { return strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port) }
+
+func (p *tcpProxy) stop() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// A master with one replica behind a proxy: the replica acknowledges the
+// writes of a Client made WithReplicas(1, ...) while the proxy forwards;
+// once the proxy stops, an obtain reports ErrNotReplicated and releases
+// what it wrote, and a refresh reports it and keeps the lock. That WAIT runs
+// on the connection of the write is what makes this fail: on another
+// connection it would answer at once.
+func TestWithReplicas(t *testing.T) {
+	redistest.Require(t)
+	master := redistest.StartServer(t, "--repl-diskless-sync-delay", "0")
+	p := startTCPProxy(t, master.Addr)
+	replica := redistest.StartServer(t, "--replicaof", "127.0.0.1", p.port(), "--repl-diskless-sync-delay", "0")
+	require.Eventually(t, func() bool {
+		info, err := replica.Do(t, "INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}, 10*time.Second, 10*time.Millisecond, "the replica syncs")
+
+	rc := master.Client(t)
+	client := redislock.New(rc, redislock.WithReplicas(1, 200*time.Millisecond))
+	opt := &redislock.Options{FenceKey: "fence"}
+	lock, err := client.Obtain(t.Context(), "lock", time.Minute, opt)
+	require.NoError(t, err)
+	require.NoError(t, lock.Refresh(t.Context(), time.Minute, nil))
+	v, err := replica.Do(t, "EXISTS", "lock")
+	require.NoError(t, err)
+	assert.Equal(t, "1", v, "the replica has the lock")
+
+	// A waiter is passed the lock by the release, and confirms it.
+	got := obtainAsync(t.Context(), client, []string{"lock"}, &redislock.Options{RetryStrategy: forever})
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, lock.Release(t.Context()))
+	r := <-got
+	require.NoError(t, r.err)
+
+	p.stop()
+	start := time.Now()
+	err = r.lock.Refresh(t.Context(), time.Minute, nil)
+	require.ErrorIs(t, err, redislock.ErrNotReplicated)
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "WAIT waited its timeout")
+	ttl, err := r.lock.TTL(t.Context())
+	require.NoError(t, err)
+	assert.Positive(t, ttl, "a refresh that was not replicated keeps the lock")
+	require.NoError(t, r.lock.Release(t.Context()))
+
+	_, err = client.Obtain(t.Context(), "other", time.Minute, opt)
+	require.ErrorIs(t, err, redislock.ErrNotReplicated)
+	require.NotErrorIs(t, err, redislock.ErrNotObtained)
+	v, err = master.Do(t, "EXISTS", "other")
+	require.NoError(t, err)
+	assert.Equal(t, "0", v, "what the obtain wrote is released")
+
+	// Without the option, the same obtain succeeds: nothing waits.
+	plain, err := redislock.New(rc).Obtain(context.Background(), "other", time.Minute, nil)
+	require.NoError(t, err)
+	require.NoError(t, plain.Release(t.Context()))
+}
+
+func TestWithReplicas_badInput(t *testing.T) {
+	assert.PanicsWithValue(t, "redislock: WithReplicas(-1, 1s): n must be 0 or more", func() { redislock.WithReplicas(-1, time.Second) })
+	assert.PanicsWithValue(t, "redislock: WithReplicas(1, 999µs): the timeout must be 1ms or more", func() { redislock.WithReplicas(1, 999*time.Microsecond) })
+	assert.NotPanics(t, func() { redislock.WithReplicas(0, 0) })
+}
