@@ -238,3 +238,29 @@ func TestCluster_replicas(t *testing.T) {
 	client := cl.Client(t)
 	require.NoError(t, client.Do(t.Context(), client.B().Set().Key("k").Value("v").Build()).Error())
 }
+
+// A sentinel deployment starts ready, names its first server the master,
+// and follows a SENTINEL FAILOVER to a replica.
+func TestStartSentinel(t *testing.T) {
+	redistest.Require(t)
+	d := redistest.StartSentinel(t, 2, 3)
+	if len(d.Servers) != 3 || len(d.Sentinels) != 3 {
+		t.Fatalf("%d servers, %d sentinels", len(d.Servers), len(d.Sentinels))
+	}
+	if m := d.Master(t); m != d.Servers[0] {
+		t.Fatalf("master %s, want %s", m.Addr, d.Servers[0].Addr)
+	}
+	if _, err := d.Sentinels[0].Do(t, "SENTINEL", "FAILOVER", redistest.MasterName); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for d.Master(t) == d.Servers[0] {
+		if time.Now().After(deadline) {
+			t.Fatal("no failover within 15s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	info, err := d.Master(t).Do(t, "INFO", "replication")
+	require.NoError(t, err)
+	assert.Contains(t, info, "role:master", "the new master says so")
+}
