@@ -206,7 +206,7 @@ func (c *Client) leave(w *waiter, obtained bool) {
 	ws.mu.Unlock()
 	switch {
 	case giveBack:
-		go c.giveBack(w, "")
+		go c.passOn(w)
 	case abandon:
 		go c.giveBack(w, w.entry)
 	}
@@ -229,11 +229,23 @@ func (w *waiter) wake() {
 	}
 }
 
-// giveBack releases, in the background, what a waiter that returned without
-// the lock was granted, and drops its entry (when not "") from Redis' queues,
-// passing the lock on as a Release does; within the release timeout.
+// giveBack drops the entry of a waiter that returned from Redis' queues and
+// releases what it was granted meanwhile, passing the lock on to the next
+// waiter queued in Redis; within the release timeout. (Its Client's next
+// waiter was woken when it left.)
 func (c *Client) giveBack(w *waiter, entry string) {
 	c.cleanup(w.l, false, w.l.token, entry)
+}
+
+// passOn releases the lock passed to a waiter that had returned, as a
+// Release of its Client does: to the next waiter, queued in Redis or of this
+// Client; within the release timeout, trying again after a transport error.
+func (c *Client) passOn(w *waiter) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
+	defer cancel()
+	if err := c.release(ctx, w.l); err != nil && !rueidis.IsRedisNil(err) {
+		c.cleanup(w.l, false, w.l.token)
+	}
 }
 
 // buildEntry returns w's queue entry (lua/queue.lua).
@@ -506,10 +518,15 @@ func (c *Client) settle(w *waiter, code int64, err error) {
 			w.q.local = false
 		}
 		w.wake()
+		if w.gone && len(w.q.waiters) > 0 {
+			// The candidate has returned: the first of the queue now
+			// goes on in its place.
+			w.q.waiters[0].wake()
+		}
 	}
 	gone := w.gone
 	ws.mu.Unlock()
 	if gone && granted {
-		go c.giveBack(w, "")
+		go c.passOn(w)
 	}
 }
