@@ -1,6 +1,7 @@
 package safety_test
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"testing"
@@ -17,7 +18,8 @@ import (
 // healthy, resetting every connection as soon as a reply comes
 // (reset_peer), healthy, stopped (refusing connections and closing the open
 // ones). Both checkers stay clean, no call outlives its ctx deadline, and
-// no unknown outcome is reported as ErrNotObtained.
+// no unknown outcome is reported as ErrNotObtained (but where the ctx ended
+// in flight, which the library settles itself).
 func TestFlappingConnection(t *testing.T) {
 	srv := safety.StartServer(t, safety.ServerOptions{})
 	p := startProxy(t, srv.Addr)
@@ -93,7 +95,11 @@ func TestFlappingConnection(t *testing.T) {
 		if op.Kind == safety.Obtain && op.Outcome == safety.Refused && !errors.Is(op.Err, redislock.ErrNotObtained) {
 			t.Errorf("refused without ErrNotObtained: %v", op.Err)
 		}
-		if op.Kind == safety.Obtain && op.Outcome == safety.Unknown && errors.Is(op.Err, redislock.ErrNotObtained) {
+		// ErrNotObtained with an unknown outcome only where the ctx ended:
+		// a random token's attempt in flight then is the library's to
+		// settle.
+		ctxEnded := errors.Is(op.Err, context.DeadlineExceeded) || errors.Is(op.Err, context.Canceled)
+		if op.Kind == safety.Obtain && op.Outcome == safety.Unknown && errors.Is(op.Err, redislock.ErrNotObtained) && !ctxEnded {
 			t.Errorf("an unknown outcome reported as ErrNotObtained: %v", op.Err)
 		}
 	}

@@ -46,6 +46,12 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt 
 	ret := c.Rec.Now()
 	op := Op{Client: c.ID, Key: key, Kind: Obtain, TTL: ttl, Call: call, Return: ret,
 		Deadline: c.Rec.ctxDeadline(ctx), Err: err, Outcome: outcomeOf(err, redislock.ErrNotObtained, false)}
+	if op.Outcome == Refused && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		// Not obtained when the ctx ended: with a random token an attempt
+		// in flight then is the library's to settle, so it may have been
+		// granted (and its cleanup release it): an unknown outcome.
+		op.Outcome = Unknown
+	}
 	if done && op.Outcome == Unknown {
 		op.Outcome = NoEffect // not attempted: the ctx was done
 	}
