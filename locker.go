@@ -639,9 +639,11 @@ func (c *Client) attempt(ctx context.Context, l *Lock, ms int64, o *Options, unk
 //
 // ErrNotReplicated is terminal and known (what the obtain wrote is
 // released). A reply of Redis is terminal (a script error, WRONGTYPE,
-// NOPERM will not clear by waiting), except TRYAGAIN, LOADING and
-// CLUSTERDOWN, which a resharding, a restart or a failover clear; a reply
-// means the command ran, or was refused, so its outcome is known. A ctx error or a closed client is
+// NOPERM will not clear by waiting), except TRYAGAIN, LOADING, CLUSTERDOWN,
+// and MOVED and ASK (which rueidis follows, but not on the dedicated
+// connection of WithReplicas), which a resharding, a restart or a failover
+// clear; a reply means the command ran, or was refused, so its outcome is
+// known. A ctx error or a closed client is
 // terminal. Anything else is a transport error: retryable within the caller's
 // deadline, and ambiguous, since the command may have been applied.
 func classify(err error) (retryable, ambiguous bool) {
@@ -649,7 +651,9 @@ func classify(err error) (retryable, ambiguous bool) {
 		return false, false // known, and what it wrote is released
 	}
 	if re, ok := rueidis.IsRedisErr(err); ok {
-		return re.IsTryAgain() || re.IsLoading() || re.IsClusterDown(), false
+		_, moved := re.IsMoved()
+		_, ask := re.IsAsk()
+		return re.IsTryAgain() || re.IsLoading() || re.IsClusterDown() || moved || ask, false
 	}
 	if errors.Is(err, rueidis.ErrClosing) {
 		return false, true

@@ -63,8 +63,21 @@ var refreshScript = newScript(luaOwned + luaRefresh)
 
 // execReplicated runs s and WAIT on one dedicated connection (EVAL after a
 // NOSCRIPT), and returns the script's reply and how many replicas
-// acknowledged the write.
+// acknowledged the write. A dedicated connection does not follow MOVED:
+// after a failover or a resharding, a read through the client lets rueidis
+// learn the slot's new node, and the script runs once more.
 func (c *Client) execReplicated(ctx context.Context, s script, keys, args []string) (res rueidis.RedisResult, acked int64, err error) {
+	res, acked, err = c.execDedicated(ctx, s, keys, args)
+	if re, ok := rueidis.IsRedisErr(res.Error()); ok && err == nil {
+		if _, moved := re.IsMoved(); moved {
+			_ = c.client.Do(ctx, c.client.B().Exists().Key(keys[0]).Build()).Error()
+			res, acked, err = c.execDedicated(ctx, s, keys, args)
+		}
+	}
+	return res, acked, err
+}
+
+func (c *Client) execDedicated(ctx context.Context, s script, keys, args []string) (res rueidis.RedisResult, acked int64, err error) {
 	err = c.client.Dedicated(func(dc rueidis.DedicatedClient) error {
 		wait := func() rueidis.Completed {
 			return dc.B().Wait().Numreplicas(c.replicas).Timeout(c.replicaTimeout.Milliseconds()).Build()
