@@ -76,8 +76,9 @@ func TestWithReplicas(t *testing.T) {
 	p := startTCPProxy(t, master.Addr)
 	replica := redistest.StartServer(t, "--replicaof", "127.0.0.1", p.port(), "--repl-diskless-sync-delay", "0")
 	require.Eventually(t, func() bool {
-		info, err := replica.Do(t, "INFO", "replication")
-		return err == nil && strings.Contains(info, "master_link_status:up")
+		// WAIT counts the replicas the master sees online.
+		info, err := master.Do(t, "INFO", "replication")
+		return err == nil && strings.Contains(info, "state=online")
 	}, 10*time.Second, 10*time.Millisecond, "the replica syncs")
 
 	rc := master.Client(t)
