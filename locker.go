@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -640,10 +641,11 @@ func (c *Client) attempt(ctx context.Context, l *Lock, ms int64, o *Options, unk
 // ErrNotReplicated is terminal and known (what the obtain wrote is
 // released). A reply of Redis is terminal (a script error, WRONGTYPE,
 // NOPERM will not clear by waiting), except TRYAGAIN, LOADING, CLUSTERDOWN,
-// and MOVED and ASK (which rueidis follows, but not on the dedicated
-// connection of WithReplicas), which a resharding, a restart or a failover
-// clear; a reply means the command ran, or was refused, so its outcome is
-// known. A ctx error or a closed client is
+// READONLY (a master demoted by a failover, until rueidis follows it), and
+// MOVED and ASK (which rueidis follows, but not on the dedicated connection
+// of WithReplicas), which a resharding, a restart or a failover clear; a
+// reply means the command ran, or was refused (a replica refuses the first
+// write of a script), so its outcome is known. A ctx error or a closed client is
 // terminal. Anything else is a transport error: retryable within the caller's
 // deadline, and ambiguous, since the command may have been applied.
 func classify(err error) (retryable, ambiguous bool) {
@@ -653,7 +655,8 @@ func classify(err error) (retryable, ambiguous bool) {
 	if re, ok := rueidis.IsRedisErr(err); ok {
 		_, moved := re.IsMoved()
 		_, ask := re.IsAsk()
-		return re.IsTryAgain() || re.IsLoading() || re.IsClusterDown() || moved || ask, false
+		readOnly := strings.HasPrefix(re.Error(), "READONLY") // a demoted master, before the client follows the failover
+		return re.IsTryAgain() || re.IsLoading() || re.IsClusterDown() || moved || ask || readOnly, false
 	}
 	if errors.Is(err, rueidis.ErrClosing) {
 		return false, true
