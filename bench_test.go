@@ -3,7 +3,6 @@ package redislock_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,24 +126,8 @@ func BenchmarkObtainReleaseParallel(b *testing.B) {
 	client, locker := benchServer(b)
 	for _, bc := range benchCases {
 		b.Run("case="+bc.name, func(b *testing.B) {
-			ctx := context.Background()
-			goroutines := benchParallelism * runtime.GOMAXPROCS(0)
-			keys := benchKeyRing("orp", goroutines*benchKeys)
-			var next atomic.Int64
-			b.ReportAllocs()
-			b.SetParallelism(benchParallelism)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				g := int(next.Add(1)-1) % goroutines
-				mine := keys[g*benchKeys : (g+1)*benchKeys]
-				i := 0
-				for pb.Next() {
-					if err := bc.obtainRelease(ctx, client, locker, mine[i%len(mine)]); err != nil {
-						b.Errorf("obtain+release: %v", err)
-						return
-					}
-					i++
-				}
+			benchParallel(b, "orp", func(ctx context.Context, key string) error {
+				return bc.obtainRelease(ctx, client, locker, key)
 			})
 		})
 	}

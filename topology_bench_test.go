@@ -14,9 +14,9 @@ import (
 	"github.com/seed-223c80a0/redislock/internal/redistest"
 )
 
-// benchParallel runs Obtain+Release of locker from 32 goroutines a CPU,
-// each on keys of its own.
-func benchParallel(b *testing.B, locker *redislock.Client, name string) {
+// benchParallel runs cycle from 32 goroutines a CPU, each on keys of its
+// own: the calls share connections through rueidis' auto-pipelining.
+func benchParallel(b *testing.B, name string, cycle func(ctx context.Context, key string) error) {
 	b.Helper()
 	ctx := context.Background()
 	goroutines := benchParallelism * runtime.GOMAXPROCS(0)
@@ -30,17 +30,24 @@ func benchParallel(b *testing.B, locker *redislock.Client, name string) {
 		mine := keys[g*benchKeys : (g+1)*benchKeys]
 		i := 0
 		for pb.Next() {
-			l, err := locker.Obtain(ctx, mine[i%len(mine)], benchTTL, nil)
-			if err == nil {
-				err = l.Release(ctx)
-			}
-			if err != nil {
+			if err := cycle(ctx, mine[i%len(mine)]); err != nil {
 				b.Errorf("obtain+release: %v", err)
 				return
 			}
 			i++
 		}
 	})
+}
+
+// obtainRelease is one plain Obtain+Release of locker.
+func obtainRelease(locker *redislock.Client) func(ctx context.Context, key string) error {
+	return func(ctx context.Context, key string) error {
+		l, err := locker.Obtain(ctx, key, benchTTL, nil)
+		if err != nil {
+			return err
+		}
+		return l.Release(ctx)
+	}
 }
 
 // BenchmarkReplicas is Obtain+Release on a master with one replica, without
@@ -68,18 +75,15 @@ func BenchmarkReplicas(b *testing.B) {
 			keys := benchKeyRing("rep", benchKeys)
 			b.ReportAllocs()
 			i := 0
+			cycle := obtainRelease(locker)
 			for b.Loop() {
-				l, err := locker.Obtain(ctx, keys[i%len(keys)], benchTTL, nil)
-				if err == nil {
-					err = l.Release(ctx)
-				}
-				if err != nil {
+				if err := cycle(ctx, keys[i%len(keys)]); err != nil {
 					b.Fatal(err)
 				}
 				i++
 			}
 		})
-		b.Run("parallel/"+name, func(b *testing.B) { benchParallel(b, locker, "repp") })
+		b.Run("parallel/"+name, func(b *testing.B) { benchParallel(b, "repp", obtainRelease(locker)) })
 	}
 }
 
@@ -95,6 +99,6 @@ func BenchmarkMasters(b *testing.B) {
 		name   string
 		client rueidis.Client
 	}{{"masters=1", one}, {"masters=3", three}} {
-		b.Run(tc.name, func(b *testing.B) { benchParallel(b, redislock.New(tc.client), "masters") })
+		b.Run(tc.name, func(b *testing.B) { benchParallel(b, "masters", obtainRelease(redislock.New(tc.client))) })
 	}
 }
