@@ -250,14 +250,24 @@ func handoffRun(b *testing.B, e *env, s shape, p peer, libs []*lib) {
 	}
 }
 
+// spinPause is BENCH_PAUSE=spin.
+var spinPause = os.Getenv("BENCH_PAUSE") == "spin"
+
 // pause waits d without burning a CPU for it (pause_linux_test.go sleeps
 // most of it; elsewhere it spins): time.Sleep(200µs) returns after 1.09ms at
 // p50 here (Go timers below 1ms fire on about 1ms boundaries), which would
 // make the pause five times too long, and a spin for the whole pause takes a
 // CPU from redis-server on a 2-vCPU machine.
+//
+// BENCH_PAUSE=spin spins for the whole pause instead: a holder that
+// computes between its locks rather than one that waits on I/O. On a small
+// machine the two read differently (BENCHMARKS.md has both): a sleeping
+// pause lets vCPUs go idle, and each handoff then pays for waking one.
 func pause(d time.Duration) {
 	t0 := time.Now()
-	sleepMost(d)
+	if !spinPause {
+		sleepMost(d)
+	}
 	for time.Since(t0) < d {
 		runtime.Gosched()
 	}

@@ -85,7 +85,7 @@ func run(dir, out string) error {
 	// One x range for every panel, so that they compare at a glance.
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, s := range all {
-		lo = min(lo, micros(s.waits[0]))
+		lo = min(lo, max(micros(s.waits[0]), 1)) // 1µs at least: a log scale has no 0
 		hi = max(hi, micros(s.waits[len(s.waits)-1]))
 	}
 	lo = math.Pow(10, math.Floor(math.Log10(lo)))
