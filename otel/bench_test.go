@@ -36,15 +36,19 @@ func (discard) Shutdown(context.Context) error                             { ret
 //   - metrics: the SDK's MeterProvider, noop tracing;
 //   - traces: the SDK's TracerProvider, noop metrics;
 //   - sdk: both, recording every span (always sampled, batched to an
-//     exporter that drops them) and every measurement (exemplars included).
+//     exporter that drops them) and every measurement (exemplars included);
+//   - sdk-1%: sdk with sdktrace.TraceIDRatioBased(0.01), one trace in a
+//     hundred recorded, every measurement.
 func benchCases(b *testing.B) []benchCase {
 	tp, mp := sdkProviders(b, sdktrace.AlwaysSample())
+	tp1, mp1 := sdkProviders(b, sdktrace.TraceIDRatioBased(0.01))
 	return []benchCase{
 		{"otel=none", nil},
 		{"otel=unset", redislockotel.NewObserver()},
 		{"otel=metrics", redislockotel.NewObserver(redislockotel.WithTracerProvider(tracenoop.NewTracerProvider()), redislockotel.WithMeterProvider(mp))},
 		{"otel=traces", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(metricnoop.NewMeterProvider()))},
 		{"otel=sdk", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp))},
+		{"otel=sdk-1%", redislockotel.NewObserver(redislockotel.WithTracerProvider(tp1), redislockotel.WithMeterProvider(mp1))},
 	}
 }
 
@@ -146,10 +150,6 @@ func BenchmarkObserver(b *testing.B) {
 		}
 		b.Run(bc.name, func(b *testing.B) { benchObserver(b, bc.obs) })
 	}
-	b.Run("otel=sdk-1%", func(b *testing.B) {
-		tp, mp := sdkProviders(b, sdktrace.TraceIDRatioBased(0.01))
-		benchObserver(b, redislockotel.NewObserver(redislockotel.WithTracerProvider(tp), redislockotel.WithMeterProvider(mp)))
-	})
 	b.Run("otel=sdk-only", func(b *testing.B) {
 		tp, mp := sdkProviders(b, sdktrace.AlwaysSample())
 		tracer := tp.Tracer("bench")
