@@ -31,6 +31,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -526,7 +527,14 @@ func (c *Client) settle(w *waiter, code int64, err error) {
 	}
 	gone := w.gone
 	ws.mu.Unlock()
-	if gone && granted {
+	switch {
+	case gone && granted:
 		go c.passOn(w)
+	case granted:
+		// Hand the processor to the new holder, as sync.Mutex does in
+		// starvation mode: the releaser may block next (a sleep, a
+		// syscall), and the runtime would leave the woken waiter queued
+		// on this P until it takes the P back.
+		runtime.Gosched()
 	}
 }
