@@ -220,8 +220,8 @@ func TestSentinelFailover(t *testing.T) {
 		opts      []redislock.ClientOption
 		strict    bool
 	}{
-		{"no acknowledgement", 9, nil, false},
-		{"WithReplicas(1 of 2)", 9, []redislock.ClientOption{redislock.WithReplicas(1, 200*time.Millisecond)}, false},
+		{"no acknowledgement", 6, nil, false},
+		{"WithReplicas(1 of 2)", 6, []redislock.ClientOption{redislock.WithReplicas(1, 200*time.Millisecond)}, false},
 		{"WithReplicas(2 of 2)", 21, []redislock.ClientOption{redislock.WithReplicas(2, 200*time.Millisecond)}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
