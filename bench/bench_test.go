@@ -199,14 +199,7 @@ func BenchmarkContended(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 
-			var all []time.Duration
-			least := -1
-			for _, ws := range waits {
-				all = append(all, ws...)
-				if least < 0 || len(ws) < least {
-					least = len(ws)
-				}
-			}
+			all, least := mergeWaits(waits[:])
 			n := len(all)
 			c.report(b, n, "cmds/acq")
 			if n == 0 {
@@ -241,6 +234,19 @@ func contend(l *lib, key string, timeout time.Duration, g int, hs *holders, wait
 		return errors.Join(errors.New("release"), err)
 	}
 	return nil
+}
+
+// mergeWaits returns the waits of every goroutine in one slice, and the
+// fewest acquisitions a goroutine made.
+func mergeWaits(waits [][]time.Duration) (all []time.Duration, least int) {
+	least = -1
+	for _, ws := range waits {
+		all = append(all, ws...)
+		if least < 0 || len(ws) < least {
+			least = len(ws)
+		}
+	}
+	return all, least
 }
 
 // percentile returns the p-th percentile of sorted (nearest rank); sorted

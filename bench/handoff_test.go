@@ -225,14 +225,7 @@ func handoffRun(b *testing.B, e *env, s shape, p peer, libs []*lib) {
 	}
 	elapsed := end.Sub(start)
 
-	var all []time.Duration
-	least := -1
-	for _, ws := range waits {
-		all = append(all, ws...)
-		if least < 0 || len(ws) < least {
-			least = len(ws)
-		}
-	}
+	all, least := mergeWaits(waits)
 	n := len(all)
 	c.report(b, n, "cmds/acq")
 	all = append(all, censored...)
