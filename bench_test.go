@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,24 +369,14 @@ func benchCommands(tb testing.TB, srv *redistest.Server) int64 {
 	if err != nil {
 		tb.Fatalf("INFO commandstats: %v", err)
 	}
+	stats, err := redistest.ParseCommandStats(info)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var n int64
-	for line := range strings.Lines(info) {
-		// cmdstat_get:calls=3,usec=...
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
-		if !ok {
-			continue
-		}
-		name, fields, ok := strings.Cut(rest, ":calls=")
-		if !ok {
-			tb.Fatalf("INFO commandstats: unexpected line %q", line)
-		}
-		calls, _, _ := strings.Cut(fields, ",")
-		c, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			tb.Fatalf("INFO commandstats: %q: %v", line, err)
-		}
+	for name, calls := range stats {
 		if name != "info" {
-			n += c
+			n += calls
 		}
 	}
 	return n

@@ -272,16 +272,11 @@ func totalCalls(t *testing.T, c rueidis.Client) int {
 	t.Helper()
 	info, err := c.Do(context.Background(), c.B().Info().Section("commandstats").Build()).ToString()
 	require.NoError(t, err)
+	stats, err := redistest.ParseCommandStats(info)
+	require.NoError(t, err)
 	n := 0
-	for _, line := range strings.Split(info, "\n") {
-		_, rest, ok := strings.Cut(line, "calls=")
-		if !ok {
-			continue
-		}
-		v, _, _ := strings.Cut(rest, ",")
-		k, err := strconv.Atoi(v)
-		require.NoError(t, err)
-		n += k
+	for _, calls := range stats {
+		n += int(calls)
 	}
 	return n - 1
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seed-223c80a0/redislock/internal/redistest"
 )
 
 func TestPercentile(t *testing.T) {
@@ -42,12 +44,12 @@ func TestPercentile(t *testing.T) {
 func TestParseCommandStats(t *testing.T) {
 	info := "# Commandstats\r\ncmdstat_set:calls=3,usec=5,usec_per_call=1.67,rejected_calls=0,failed_calls=0\r\n" +
 		"cmdstat_client|setinfo:calls=2,usec=1,usec_per_call=0.50,rejected_calls=0,failed_calls=0\r\n"
-	got, err := parseCommandStats(info)
+	got, err := redistest.ParseCommandStats(info)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got["set"] != 3 || got["client|setinfo"] != 2 || len(got) != 2 {
-		t.Errorf("parseCommandStats = %v", got)
+		t.Errorf("ParseCommandStats = %v", got)
 	}
 }
 

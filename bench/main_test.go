@@ -2,12 +2,10 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,7 +166,7 @@ func (e *env) commands(tb testing.TB, except ...string) int64 {
 	if err != nil {
 		tb.Fatalf("INFO commandstats: %v", err)
 	}
-	stats, err := parseCommandStats(info)
+	stats, err := redistest.ParseCommandStats(info)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -180,29 +178,6 @@ func (e *env) commands(tb testing.TB, except ...string) int64 {
 		n += calls
 	}
 	return n
-}
-
-// parseCommandStats reads the calls of each command from the reply of INFO
-// commandstats ("cmdstat_get:calls=3,usec=..." a line).
-func parseCommandStats(info string) (map[string]int64, error) {
-	stats := make(map[string]int64)
-	for line := range strings.Lines(info) {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
-		if !ok {
-			continue
-		}
-		name, fields, ok := strings.Cut(rest, ":calls=")
-		if !ok {
-			return nil, errors.New("INFO commandstats: unexpected line: " + line)
-		}
-		calls, _, _ := strings.Cut(fields, ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("INFO commandstats: %q: %w", line, err)
-		}
-		stats[name] = n
-	}
-	return stats, nil
 }
 
 // counter measures the commands of one benchmark run.

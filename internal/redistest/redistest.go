@@ -614,3 +614,27 @@ func infoField(info, field string) string {
 	}
 	return ""
 }
+
+// ParseCommandStats reads the calls of each command from the reply of INFO
+// commandstats ("cmdstat_get:calls=3,usec=..." a line). The commands that
+// scripts run with redis.call are counted there too.
+func ParseCommandStats(info string) (map[string]int64, error) {
+	stats := make(map[string]int64)
+	for line := range strings.Lines(info) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, fields, ok := strings.Cut(rest, ":calls=")
+		if !ok {
+			return nil, errors.New("INFO commandstats: unexpected line: " + line)
+		}
+		calls, _, _ := strings.Cut(fields, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("INFO commandstats: %q: %w", line, err)
+		}
+		stats[name] = n
+	}
+	return stats, nil
+}
