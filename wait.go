@@ -4,11 +4,12 @@ package redislock
 //
 // A waiter is woken by the release itself, not by polling:
 //
-//   - In Redis, the waiters of a lock queue in a list beside its first key
-//     (lua/queue.lua), one entry a waiting Client. release.lua passes the
-//     lock to the first entry in the same script, so nobody can take it in
-//     between (no barging, no herd: one waiter is told, by a PUBLISH on its
-//     Client's channel), and the waiter has it without another round trip.
+//   - In Redis, the waiters of a lock queue in a list beside the key they
+//     found held (lua/queue.lua), one entry a waiting Client. release.lua
+//     passes the lock to the first entry in the same script, so nobody can
+//     take it in between (no barging, no herd: one waiter is told, by a
+//     PUBLISH on its Client's channel), and the waiter has it without
+//     another round trip.
 //   - In the process, the goroutines of one Client that wait for the same
 //     keys queue behind one another, and only the first one talks to Redis.
 //     A Release by that Client passes the lock to its first local waiter in
