@@ -87,10 +87,9 @@ func (c *Client) execDedicated(ctx context.Context, s script, keys, args []strin
 			rs = dc.DoMulti(ctx, dc.B().Eval().Script(s.body).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
 		}
 		res = rs[0]
-		if err := rs[1].Error(); err != nil && rs[0].Error() == nil {
-			// The write is known, its replication not: a transport error.
-			return err
-		}
+		// A WAIT that fails (a transport error, or a demoted master:
+		// "WAIT cannot be used with replica instances") confirms no
+		// replica: acked stays 0, and a write is then not replicated.
 		acked, _ = rs[1].AsInt64()
 		return nil
 	})
