@@ -638,3 +638,20 @@ func ParseCommandStats(info string) (map[string]int64, error) {
 	}
 	return stats, nil
 }
+
+// CommandCalls returns how many commands the reply of INFO commandstats
+// counts, INFO itself and the commands named in except left out (the
+// commands that scripts run with redis.call included).
+func CommandCalls(info string, except ...string) (int64, error) {
+	stats, err := ParseCommandStats(info)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for name, calls := range stats {
+		if name != "info" && !slices.Contains(except, name) {
+			n += calls
+		}
+	}
+	return n, nil
+}
