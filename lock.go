@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -119,11 +120,9 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 		return 0, ErrLockNotHeld
 	}
 	c := l.client
-	var ev *Event
-	if c.observer != nil {
-		ev = newEvent(OpTTL, l.keys, 0)
+	ctx, ev := c.begin(ctx, OpTTL, l.keys, 0)
+	if ev != nil {
 		ev.Attempts = 1
-		ctx = c.observer.Begin(ctx, ev)
 	}
 	ms, err := scriptPTTL.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
 	var ttl time.Duration
@@ -135,11 +134,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	default:
 		ttl = time.Duration(ms) * time.Millisecond
 	}
-	if ev != nil {
-		ev.finish(err)
-		c.observer.End(ctx, ev)
-		putEvent(ev)
-	}
+	c.end(ctx, ev, err)
 	return ttl, err
 }
 
@@ -156,33 +151,54 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration, opt *Options) err
 		return ErrNotObtained
 	}
 	c := l.client
-	if c.observer == nil {
-		return l.refresh(ctx, ttl, opt)
+	ctx, ev := c.begin(ctx, OpRefresh, l.keys, ttl)
+	attempts, err := l.refresh(ctx, ttl, opt)
+	if ev != nil {
+		ev.Attempts = attempts
 	}
-	ev := newEvent(OpRefresh, l.keys, ttl)
-	defer putEvent(ev)
-	ctx = c.observer.Begin(ctx, ev)
-	var err error
-	ev.Attempts, err = l.refreshCount(ctx, ttl, opt)
-	ev.finish(err)
-	c.observer.End(ctx, ev)
+	c.end(ctx, ev, err)
 	return err
 }
 
-func (l *Lock) refresh(ctx context.Context, ttl time.Duration, opt *Options) error {
-	_, err := l.refreshCount(ctx, ttl, opt)
-	return err
-}
-
-func (l *Lock) refreshCount(ctx context.Context, ttl time.Duration, opt *Options) (int, error) {
+// refresh is Refresh's retry loop, on the retrier of every call: it makes
+// the first attempt at once; after a transport error (classify) it waits
+// the strategy's next backoff, and stops when the strategy says so, when
+// the ctx ends while waiting, or, for a ctx without deadline, when the next
+// attempt would start more than one TTL after the first wait. A lost lock
+// ends it at once.
+func (l *Lock) refresh(ctx context.Context, ttl time.Duration, o *Options) (attempts int, err error) {
 	if err := validateTTL(ttl); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("redislock: refresh %q: %w", l.keys[0], err)
 	}
-	attempts, err := l.client.refreshRetry(ctx, l, ttl, opt)
-	return attempts, err
+	c := l.client
+	r := retrier{template: o.retryStrategy(), ttl: ttl}
+	defer r.stop()
+	args := []string{l.token, formatMs(ttl.Milliseconds())}
+	for {
+		attempts++
+		_, acked, err := c.exec(ctx, &scriptRefresh, l.keys, args)
+		switch {
+		case err == nil && acked < c.replicas:
+			return attempts, c.notReplicated("refresh", l, acked)
+		case err == nil:
+			return attempts, nil
+		case rueidis.IsRedisNil(err):
+			return attempts, ErrNotObtained // a lost lock cannot come back by waiting
+		}
+		if retryable, _ := classify(ctx, err); !retryable {
+			return attempts, fmt.Errorf("redislock: refresh %q: %w", l.keys[0], err)
+		}
+		backoff := r.next(ctx)
+		if backoff == 0 || (!r.deadline && time.Now().Add(backoff).After(r.limit)) {
+			return attempts, fmt.Errorf("redislock: refresh %q: %w", l.keys[0], err)
+		}
+		if r.sleep(ctx, backoff, nil) == wokeByCtx {
+			return attempts, fmt.Errorf("redislock: refresh %q: %w: %w", l.keys[0], err, ctx.Err())
+		}
+	}
 }
 
 // Release deletes the lock if its token still holds every key, and passes
@@ -201,47 +217,137 @@ func (l *Lock) Release(ctx context.Context) error {
 		return ErrLockNotHeld
 	}
 	c := l.client
-	var ev *Event
-	if c.observer != nil {
-		ev = newEvent(OpRelease, l.keys, 0)
+	ctx, ev := c.begin(ctx, OpRelease, l.keys, 0)
+	if ev != nil {
 		ev.Attempts = 1
 		if l.obtained > 0 {
 			ev.Held = ev.Start.Sub(clockBase) - l.obtained
 		}
-		ctx = c.observer.Begin(ctx, ev)
 	}
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 		defer cancel()
 	}
-	err := c.release(ctx, l)
+	err := c.release(ctx, l, "", false)
 	switch {
 	case rueidis.IsRedisNil(err):
 		err = ErrLockNotHeld
 	case err != nil:
 		err = fmt.Errorf("redislock: release %q: %w", l.keys[0], err)
 	}
-	if ev != nil {
-		ev.finish(err)
-		c.observer.End(ctx, ev)
-		putEvent(ev)
+	c.end(ctx, ev, err)
+	return err
+}
+
+// release gives l back with the kind's release script: it deletes the keys
+// if l's token holds them all, and passes the lock to the first waiter (one
+// queued in Redis, else the first local waiter of this Client for the same
+// keys, offered the lock in the same script). drop, when not "", is an
+// entry of l's token to take out of Redis' wait queues first (a waiter that
+// gave up).
+//
+// After a transport error (classify) it tries again, waiting 25ms, then
+// twice as long each time up to 500ms, until ctx ends or the release timeout
+// has passed since the first failure; a try that finds the lock not held
+// after one whose outcome is unknown succeeds (the first one may have been
+// applied). With lost set (the cleanup of an obtain whose outcome is
+// unknown: the lost command may still be on its way, on another
+// connection), it tries again after "not held" too. The error is the last
+// try's: a nil reply (rueidis.IsRedisNil) when the lock is not held.
+func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) error {
+	var (
+		deadline     time.Time
+		pause        = 25 * time.Millisecond
+		maybeApplied bool
+		timer        *time.Timer
+	)
+	for {
+		err := c.releaseOnce(ctx, l, drop)
+		notHeld := rueidis.IsRedisNil(err)
+		switch {
+		case err == nil:
+			return nil
+		case notHeld && maybeApplied && !lost:
+			return nil
+		case notHeld && !lost:
+			return err
+		case !notHeld:
+			retryable, ambiguous := classify(ctx, err)
+			if !retryable {
+				return err
+			}
+			maybeApplied = maybeApplied || ambiguous
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.releaseTimeout)
+		}
+		if time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		if timer == nil {
+			timer = time.NewTimer(pause)
+			defer timer.Stop()
+		} else {
+			timer.Reset(pause)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-timer.C:
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+	}
+}
+
+// releaseOnce is one try of release.
+func (c *Client) releaseOnce(ctx context.Context, l *Lock, drop string) error {
+	var w *waiter
+	if c.queues.n.Load() > 0 {
+		w = c.queues.offer(l.keys)
+	}
+	if w == nil && drop == "" {
+		return c.kind.release.lua.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	}
+	var offered string
+	if w != nil {
+		offered = w.entry
+	}
+	code, err := c.kind.release.lua.Exec(ctx, c.client, l.keys, []string{l.token, drop, offered}).AsInt64()
+	if w == nil {
+		return err
+	}
+	switch giveBack, granted := c.queues.settleOffer(w, code, err); {
+	case giveBack:
+		go c.giveBack(w)
+	case granted:
+		// Hand the processor to the new holder, as sync.Mutex does in
+		// starvation mode: the releaser may block next (a sleep, a
+		// syscall), and the runtime would leave the woken waiter queued
+		// on this P until it takes the P back.
+		runtime.Gosched()
 	}
 	return err
 }
 
-// release runs release.lua for l: with the entry of the first local waiter
-// for l's keys when there is one, so that the lock passes to it in the same
-// script when nobody is queued in Redis.
-func (c *Client) release(ctx context.Context, l *Lock) error {
-	if c.waits.n.Load() == 0 {
-		return c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
-	}
-	w := c.candidate(l.keys)
-	if w == nil {
-		return c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
-	}
-	code, err := c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token, "", w.entry}).AsInt64()
-	c.settle(w, code, err)
-	return err
+// giveBack gives back what a waiter that returned without the lock may
+// hold in Redis, in the background and within the release timeout: its
+// entry in the wait queues, and the lock when it was granted (passed on to
+// the next waiter, as a Release does).
+func (c *Client) giveBack(w *waiter) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
+	defer cancel()
+	_ = c.release(ctx, w.l, w.entry, false)
+	c.sub.unregister(w)
+}
+
+// cleanup releases, in the background and within the release timeout, what
+// an obtain of a random token whose outcome is unknown may have taken (only
+// that call knew the token, so nothing the caller does later can hold it).
+// A lost command that lands after the release timeout is not undone: that
+// lock lives out its TTL.
+func (c *Client) cleanup(l *Lock) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
+	defer cancel()
+	_ = c.release(ctx, l, "", true)
 }

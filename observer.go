@@ -151,3 +151,26 @@ func (ev *Event) finish(err error) {
 		ev.Outcome = OutcomeError
 	}
 }
+
+// begin is the first half of the one observer bracket of every operation:
+// it reports op's start and returns the ctx to run it with, and its Event;
+// nil when the Client has no observer (nothing is done for it, nothing
+// allocated).
+func (c *Client) begin(ctx context.Context, op Op, keys []string, ttl time.Duration) (context.Context, *Event) {
+	if c.observer == nil {
+		return ctx, nil
+	}
+	ev := newEvent(op, keys, ttl)
+	return c.observer.Begin(ctx, ev), ev
+}
+
+// end is the second half: it reports ev's operation as ended with err, and
+// recycles ev. A nil ev is a no-op.
+func (c *Client) end(ctx context.Context, ev *Event, err error) {
+	if ev == nil {
+		return
+	}
+	ev.finish(err)
+	c.observer.End(ctx, ev)
+	putEvent(ev)
+}

@@ -59,7 +59,22 @@ func newScript(body string) script {
 	return script{body: body, sha: hex.EncodeToString(sum[:])}
 }
 
-var refreshScript = newScript(luaOwned + luaRefresh)
+// exec is the one way a script that writes runs: through rueidis (EVALSHA,
+// EVAL after NOSCRIPT), or, on a Client made WithReplicas, with WAIT on a
+// dedicated connection. It returns the script's integer reply (a nil reply
+// is an error: rueidis.IsRedisNil) and how many replicas acknowledged the
+// write (0 without WithReplicas, which asks for none).
+func (c *Client) exec(ctx context.Context, s *luaScript, keys, args []string) (n, acked int64, err error) {
+	if c.replicas == 0 {
+		n, err = s.lua.Exec(ctx, c.client, keys, args).AsInt64()
+		return n, 0, err
+	}
+	var res rueidis.RedisResult
+	if res, acked, err = c.execReplicated(ctx, s.body, keys, args); err == nil {
+		n, err = res.AsInt64()
+	}
+	return n, acked, err
+}
 
 // execReplicated runs s and WAIT on one dedicated connection (EVAL after a
 // NOSCRIPT), and returns the script's reply and how many replicas
@@ -108,18 +123,15 @@ func (c *Client) notReplicated(what string, l *Lock, acked int64) error {
 func (c *Client) unwrite(ctx context.Context, l *Lock) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 	defer cancel()
-	_ = c.scripts.release.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+	_ = c.release(ctx, l, "", false)
 }
 
 // confirm makes sure that a lock passed to a waiter of a Client made
 // WithReplicas is replicated: a refresh to its TTL, with WAIT, whose
 // acknowledgement covers the grant before it. When it is not, the lock is
 // released.
-func (c *Client) confirm(ctx context.Context, l *Lock, ms int64) error {
-	res, acked, err := c.execReplicated(ctx, refreshScript, l.keys, []string{l.token, formatMs(ms)})
-	if err == nil {
-		err = res.Error()
-	}
+func (c *Client) confirm(ctx context.Context, l *Lock, ttl string) error {
+	_, acked, err := c.exec(ctx, &scriptRefresh, l.keys, []string{l.token, ttl})
 	switch {
 	case rueidis.IsRedisNil(err):
 		return ErrNotObtained // lost at once: expired meanwhile

@@ -1,6 +1,7 @@
 package redislock
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -128,3 +129,76 @@ func (r *exponentialBackoff) NextBackoff() time.Duration {
 func (r *exponentialBackoff) fresh() RetryStrategy {
 	return &exponentialBackoff{min: r.min, max: r.max}
 }
+
+// retrier drives the waits of one call, for Obtain, ObtainMulti and
+// Refresh alike: it asks a fresh copy of the strategy for each wait, not
+// before the first one (a call that succeeds at once never asks), and bounds
+// the waits by the call's limit: the ctx deadline, or one TTL after the
+// first wait when the ctx has none.
+type retrier struct {
+	template RetryStrategy
+	ttl      time.Duration
+	strategy RetryStrategy // nil until the first wait
+	limit    time.Time
+	deadline bool // limit is the ctx deadline
+	timer    *time.Timer
+}
+
+// start fixes the limit, once.
+func (r *retrier) start(ctx context.Context) {
+	if r.strategy != nil {
+		return
+	}
+	r.strategy = freshStrategy(r.template)
+	if r.limit, r.deadline = ctx.Deadline(); !r.deadline {
+		r.limit = time.Now().Add(r.ttl)
+	}
+}
+
+// next returns the backoff of the next wait: 0 when the strategy allows no
+// more, or the ctx has no deadline and one TTL has passed.
+func (r *retrier) next(ctx context.Context) time.Duration {
+	r.start(ctx)
+	backoff := r.strategy.NextBackoff()
+	if backoff < 1 || (!r.deadline && !time.Now().Before(r.limit)) {
+		return 0
+	}
+	return backoff
+}
+
+// sleep waits d, or until wake has news (nil: none comes) or the ctx ends.
+func (r *retrier) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) wakeReason {
+	if r.timer == nil {
+		r.timer = time.NewTimer(d)
+	} else {
+		r.timer.Reset(d)
+	}
+	select {
+	case <-wake:
+		r.timer.Stop()
+		return wokeByRelease
+	case <-r.timer.C:
+		return wokeByBackoff
+	case <-ctx.Done():
+		r.timer.Stop()
+		return wokeByCtx
+	}
+}
+
+// stop frees the timer.
+func (r *retrier) stop() {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
+
+// wakeReason is what ended a wait.
+type wakeReason uint8
+
+const (
+	wokeByBackoff  wakeReason = iota
+	wokeByExpiry              // the holder's TTL ended
+	wokeByRelease             // the lock passed to the waiter, or it was told to try again
+	wokeByDeadline            // the ctx deadline is too close for another attempt
+	wokeByCtx                 // the ctx ended
+)

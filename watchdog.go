@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/redis/rueidis"
 )
 
 // The watchdog's cadence, as fractions of the TTL it keeps.
@@ -129,7 +127,7 @@ func (w *watchdog) run(lastStart, validUntil time.Time) {
 			w.mu.Unlock()
 			w.expiry.Reset(time.Until(validUntil))
 			next = start.Add(w.ttl / watchRefreshEvery)
-		case errors.Is(err, ErrNotObtained) || terminal(err):
+		case errors.Is(err, ErrNotObtained) || terminal(w.work, err):
 			w.fail(err)
 			return
 		default:
@@ -186,12 +184,14 @@ func (w *watchdog) expire() {
 	w.cancel(fmt.Errorf("redislock: watch %q: not refreshed within its %v TTL: %w", w.lock.keys[0], w.ttl, last))
 }
 
-// terminal reports whether a refresh error cannot clear by waiting: a Redis
-// error reply other than TRYAGAIN, LOADING and CLUSTERDOWN (as classify).
-func terminal(err error) bool {
-	var re *rueidis.RedisError
-	if !errors.As(err, &re) {
+// terminal reports whether a refresh error cannot clear by waiting, by the
+// library's one error policy (classify): a Redis error reply other than
+// those a failover or a resharding clears. ErrNotReplicated is not: the
+// lock is held on the master, and a later refresh may be acknowledged.
+func terminal(ctx context.Context, err error) bool {
+	if errors.Is(err, ErrNotReplicated) {
 		return false
 	}
-	return !re.IsTryAgain() && !re.IsLoading() && !re.IsClusterDown()
+	retryable, _ := classify(ctx, err)
+	return !retryable
 }

@@ -1,0 +1,335 @@
+package redislock
+
+// The local queues of a Client: its goroutines that wait for the same keys
+// queue behind one another, in arrival order, and only the first one talks
+// to Redis (it alone may be queued there, so that a Client costs Redis one
+// waiter). A Release by the Client offers the lock to its first local waiter
+// in the release's own round trip, unless a waiter of another Client is
+// queued in Redis: that one is first.
+//
+// Nothing here does I/O: the transitions tell their caller what to send
+// (giveBack), so that they are tested without Redis (waitqueue_test.go).
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// waiterState is where a waiting Obtain stands. step holds every transition.
+type waiterState uint8
+
+const (
+	// wsLocal: in its local queue; Redis knows nothing of it.
+	wsLocal waiterState = iota
+	// wsExposed: an attempt carried its entry, or a Release of its Client
+	// offered it the lock: Redis may have queued it, or granted it the lock.
+	wsExposed
+	// wsGranted: the lock passed to it; its Obtain has not returned yet.
+	wsGranted
+	// wsObtained: its Obtain returned the lock. Final.
+	wsObtained
+	// wsLeaving: its Obtain returned without the lock while a command that
+	// may queue or grant it was in flight; what it may hold is given back
+	// once the last such command settles.
+	wsLeaving
+	// wsLeft: its Obtain returned without the lock, and what it may hold is
+	// given back (or it held nothing). Final.
+	wsLeft
+)
+
+// waiterEvent is what happens to a waiter.
+type waiterEvent uint8
+
+const (
+	evExpose waiterEvent = iota // a command that may queue or grant it is about to be sent
+	evSettle                    // such a command's reply came (or it was abandoned to the background)
+	evGrant                     // the lock passed to it
+	evObtain                    // its Obtain returns the lock
+	evGiveUp                    // its Obtain returns without the lock
+)
+
+// waiter is one Obtain that waits. Its fields below signal are guarded by
+// the mutex of its Client's localQueues.
+type waiter struct {
+	l      *Lock
+	o      *Options
+	entry  string // its entry in Redis' wait queues (lua/queue.lua)
+	q      *keyQueue
+	signal chan struct{} // cap 1: news (a grant, a wake-up)
+
+	state    waiterState
+	inflight int   // commands that may queue or grant it, not yet settled
+	fence    int64 // with wsGranted
+}
+
+// step applies e to w, and reports whether what w may hold in Redis (a
+// place in the wait queue, the lock) must be given back now: once its
+// Obtain returned without the lock and nothing that may change that is in
+// flight. A grant that comes after the give-back is given back again (a
+// release.lua of a token that holds nothing is a no-op).
+func (w *waiter) step(e waiterEvent) (giveBack bool) {
+	switch e {
+	case evExpose:
+		w.inflight++
+		if w.state == wsLocal {
+			w.state = wsExposed
+		}
+	case evSettle:
+		w.inflight--
+		if w.state == wsLeaving && w.inflight == 0 {
+			w.state = wsLeft
+			return true
+		}
+	case evGrant:
+		switch w.state {
+		case wsLocal, wsExposed:
+			w.state = wsGranted
+		case wsLeft:
+			return true
+		}
+	case evObtain:
+		w.state = wsObtained
+	case evGiveUp:
+		switch {
+		case w.state == wsLocal:
+			w.state = wsLeft
+		case w.inflight > 0:
+			w.state = wsLeaving
+		default:
+			w.state = wsLeft
+			return true
+		}
+	}
+	return false
+}
+
+// wake tells w that there is news.
+func (w *waiter) wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// keyQueue is the waiters of one Client for one set of keys, in arrival
+// order.
+type keyQueue struct {
+	name    string
+	waiters []*waiter
+	// local is set while the lock is held by a goroutine of this Client
+	// that obtained it from this queue: the next waits for its Release,
+	// which offers it the lock, and stays out of Redis' queue.
+	local bool
+}
+
+func (q *keyQueue) first() *waiter {
+	if len(q.waiters) == 0 {
+		return nil
+	}
+	return q.waiters[0]
+}
+
+// localQueues is the waiting state of a Client, one queue per set of keys.
+type localQueues struct {
+	n    atomic.Int64 // waiters in all: a Release looks no further when 0
+	mu   sync.Mutex
+	keys map[string]*keyQueue
+}
+
+// queueName is the name of the local queue of keys: the key itself, or the
+// keys joined by NUL.
+func queueName(keys []string) string {
+	if len(keys) == 1 {
+		return keys[0]
+	}
+	return strings.Join(keys, "\x00")
+}
+
+// newWaiter returns a waiter for l; channel names its Client's pub/sub
+// channel, which its entry carries.
+func newWaiter(l *Lock, ttl string, o *Options, channel string) *waiter {
+	return &waiter{l: l, o: o, entry: buildEntry(channel, l, ttl, o), signal: make(chan struct{}, 1)}
+}
+
+// join puts w at the end of its queue. With behind set, it does so only
+// when other waiters are queued already (a newcomer does not overtake them),
+// and reports whether it did; the check and the join are one step.
+func (qs *localQueues) join(w *waiter, behind bool) bool {
+	name := queueName(w.l.keys)
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	q := qs.keys[name]
+	if behind && (q == nil || len(q.waiters) == 0) {
+		return false
+	}
+	if q == nil {
+		if qs.keys == nil {
+			qs.keys = make(map[string]*keyQueue)
+		}
+		q = &keyQueue{name: name}
+		qs.keys[name] = q
+	}
+	w.q = q
+	q.waiters = append(q.waiters, w)
+	qs.n.Add(1)
+	return true
+}
+
+// first tells whether w is the first of its queue.
+func (qs *localQueues) first(w *waiter) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.q.first() == w
+}
+
+// mayQueue tells whether w is to be queued in Redis by its next attempt:
+// it is the first of its queue and the lock is not held by a goroutine of
+// its Client (whose Release will offer it the lock).
+func (qs *localQueues) mayQueue(w *waiter) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.q.first() == w && !w.q.local
+}
+
+// expose records that an attempt carrying w's entry is about to be sent,
+// when w may still be queued in Redis (mayQueue); again reports that an
+// earlier command exposed it already (it may be queued). Every expose that
+// returns ok is followed by one settle.
+func (qs *localQueues) expose(w *waiter) (again, ok bool) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if w.q.first() != w || w.q.local {
+		return false, false
+	}
+	again = w.state != wsLocal
+	w.step(evExpose)
+	return again, true
+}
+
+// settle records that a command that exposed w has its reply.
+func (qs *localQueues) settle(w *waiter) (giveBack bool) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.step(evSettle)
+}
+
+// granted tells whether the lock passed to w, and its fence token.
+func (qs *localQueues) granted(w *waiter) (bool, int64) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.state == wsGranted, w.fence
+}
+
+// grant records that the lock passed to w, with fence token fence.
+func (qs *localQueues) grant(w *waiter, fence int64) (giveBack bool) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if w.state == wsLocal || w.state == wsExposed {
+		w.fence = fence
+	}
+	giveBack = w.step(evGrant)
+	w.wake()
+	return giveBack
+}
+
+// leave takes w out of its queue once its Obtain returns, with the lock or
+// without; the next waiter, when it becomes the first and the lock is not
+// held by this Client, is woken to go on in its place. done reports that
+// nothing can reach w any more (it obtained, or held nothing).
+func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	q := w.q
+	wasFirst := q.first() == w
+	for i, x := range q.waiters {
+		if x == w {
+			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+			break
+		}
+	}
+	if obtained {
+		q.local = true
+		w.step(evObtain)
+	} else {
+		giveBack = w.step(evGiveUp)
+	}
+	qs.n.Add(-1)
+	switch next := q.first(); {
+	case next == nil:
+		if qs.keys[q.name] == q {
+			delete(qs.keys, q.name)
+		}
+	case wasFirst && !q.local:
+		next.wake()
+	}
+	return giveBack, w.state == wsObtained || (w.state == wsLeft && !giveBack)
+}
+
+// offer returns the first waiter for keys, exposed, for a Release of this
+// Client to offer the lock to; nil when there is none, or it was granted
+// the lock already. Every offer that returns a waiter is followed by one
+// settleOffer.
+func (qs *localQueues) offer(keys []string) *waiter {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	q := qs.keys[queueName(keys)]
+	if q == nil {
+		return nil
+	}
+	w := q.first()
+	if w == nil || (w.state != wsLocal && w.state != wsExposed) {
+		return nil
+	}
+	w.step(evExpose)
+	return w
+}
+
+// settleOffer tells w what became of the lock its Release offered it:
+// passed to it (code >= 3, fence token code-3), to a waiter queued in Redis
+// (2), or freed (1); after an error the Release may have passed it the lock
+// (w's next attempt finds it its own). Unless w has it, the first waiter of
+// the queue (w, or the one after it when w has returned) goes on.
+func (qs *localQueues) settleOffer(w *waiter, code int64, err error) (giveBack, granted bool) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	granted = err == nil && code >= 3
+	if granted {
+		if w.state == wsExposed {
+			w.fence = code - 3
+		}
+		giveBack = w.step(evGrant)
+	} else if err == nil {
+		w.q.local = false
+	}
+	giveBack = w.step(evSettle) || giveBack
+	w.wake()
+	if next := w.q.first(); next != nil && next != w && !w.q.local {
+		next.wake()
+	}
+	return giveBack, granted
+}
+
+// buildEntry returns a waiter's entry in Redis' wait queues (lua/queue.lua):
+// its Client's channel, token, TTL, fence key, metadata and keys.
+func buildEntry(channel string, l *Lock, ttl string, o *Options) string {
+	var meta string
+	if o != nil {
+		meta = o.Metadata
+	}
+	fields := make([]string, 0, 5+len(l.keys))
+	fields = append(fields, channel, l.token, ttl, o.fenceKey(), meta)
+	fields = append(fields, l.keys...)
+	n := 0
+	for _, f := range fields {
+		n += len(f) + 4
+	}
+	b := make([]byte, 0, n)
+	for _, f := range fields {
+		b = strconv.AppendInt(b, int64(len(f)), 10)
+		b = append(b, ':')
+		b = append(b, f...)
+	}
+	return string(b)
+}
