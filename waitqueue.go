@@ -300,13 +300,17 @@ func (qs *localQueues) settleOffer(w *waiter, code int64, err error) (giveBack, 
 			w.fence = code - 3
 		}
 		giveBack = w.step(evGrant)
-	} else if err == nil {
-		w.q.local = false
 	}
 	giveBack = w.step(evSettle) || giveBack
 	w.wake()
-	if next := w.q.first(); next != nil && next != w && !w.q.local {
-		next.wake()
+	// The queue w was in, or the one that replaced it when it emptied.
+	if q := qs.keys[w.q.name]; q != nil && !granted {
+		if err == nil {
+			q.local = false
+		}
+		if first := q.first(); first != nil && !q.local {
+			first.wake()
+		}
 	}
 	return giveBack, granted
 }
