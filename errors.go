@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -58,7 +59,7 @@ var (
 // write of a script), so its outcome is known. A closed client is terminal,
 // and so is the end of the call's own ctx. Anything else is a transport
 // error, retryable within the call's deadline, and ambiguous, since the
-// command may have been applied: a ctx error while the call's own ctx is
+// command may have been applied (but a failed dial: nothing was sent): a ctx error while the call's own ctx is
 // live is one of those (rueidis dials a missing connection with the ctx of
 // the command that needs it, and fails the commands queued behind it with
 // that ctx's error when it ends).
@@ -78,6 +79,10 @@ func classify(ctx context.Context, err error) (retryable, ambiguous bool) {
 	}
 	if isCtxErr(err) && ctx.Err() != nil {
 		return false, true
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true, false // no connection: the command never left
 	}
 	return true, true
 }

@@ -240,6 +240,12 @@ func (l *Lock) Release(ctx context.Context) error {
 	return err
 }
 
+// maxUnknownReleases is how many tries of a release may end with an
+// unknown outcome (sent, no reply) before it gives up: one more try after
+// such a failure lands on a new connection; more would keep the caller
+// waiting on a link that loses replies, for an answer it cannot get.
+const maxUnknownReleases = 2
+
 // release gives l back with the kind's release script: it deletes the keys
 // if l's token holds them all, and passes the lock to the first waiter (one
 // queued in Redis, else the first local waiter of this Client for the same
@@ -249,18 +255,24 @@ func (l *Lock) Release(ctx context.Context) error {
 //
 // After a transport error (classify) it tries again, waiting 25ms, then
 // twice as long each time up to 500ms, until ctx ends or the release timeout
-// has passed since the first failure; a try that finds the lock not held
-// after one whose outcome is unknown succeeds (the first one may have been
-// applied). With lost set (the cleanup of an obtain whose outcome is
+// has passed since the first failure, and at most once after a try whose
+// outcome is unknown (maxUnknownReleases); a command that was not sent (a
+// failed dial, or one that another call's cancellation failed) is always
+// tried again. A try that finds the lock not held
+// after one whose outcome is unknown returns that one's error: the lock is
+// no longer held by the token, but whether this release freed it or it had
+// expired is unknown; so does a release that gives up after such a try.
+// With lost set (the cleanup of an obtain whose outcome is
 // unknown: the lost command may still be on its way, on another
 // connection), it tries again after "not held" too. The error is the last
 // try's: a nil reply (rueidis.IsRedisNil) when the lock is not held.
 func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) error {
 	var (
-		deadline     time.Time
-		pause        = 25 * time.Millisecond
-		maybeApplied bool
-		timer        *time.Timer
+		deadline time.Time
+		pause    = 25 * time.Millisecond
+		unknown  error // the error of the last try that may have been applied
+		unknowns int   // tries that may have been applied
+		timer    *time.Timer
 	)
 	for {
 		err := c.releaseOnce(ctx, l, drop)
@@ -268,19 +280,25 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) e
 		switch {
 		case err == nil:
 			return nil
-		case notHeld && maybeApplied && !lost:
-			return nil
+		case notHeld && !lost && unknown != nil:
+			return unknown
 		case notHeld && !lost:
 			return err
 		case !notHeld:
 			retryable, ambiguous := classify(ctx, err)
-			if !retryable {
+			if ambiguous {
+				unknown = err
+				unknowns++
+			}
+			if !retryable || unknowns > maxUnknownReleases {
 				return err
 			}
-			maybeApplied = maybeApplied || ambiguous
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(c.releaseTimeout)
+		}
+		if unknown != nil {
+			err = unknown // what the caller must know: the outcome is unknown
 		}
 		if time.Now().Add(pause).After(deadline) {
 			return err
