@@ -1,0 +1,290 @@
+package redislock_test
+
+// Regression tests of the obtain path, through the public API alone: each
+// builds the sequence of events that once went wrong and asserts what must
+// hold instead.
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-223c80a0/redislock"
+	"github.com/seed-223c80a0/redislock/internal/redistest"
+)
+
+// recorder is an Observer that keeps a copy of every Event, in the order
+// the operations ended.
+type recorder struct {
+	mu     sync.Mutex
+	events []redislock.Event
+}
+
+func (r *recorder) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
+
+func (r *recorder) End(_ context.Context, ev *redislock.Event) {
+	cp := *ev
+	cp.Keys = append([]string(nil), ev.Keys...)
+	r.mu.Lock()
+	r.events = append(r.events, cp)
+	r.mu.Unlock()
+}
+
+// find returns the events of op on key.
+func (r *recorder) find(op redislock.Op, key string) []redislock.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []redislock.Event
+	for _, ev := range r.events {
+		if ev.Op == op && len(ev.Keys) > 0 && ev.Keys[0] == key {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// count returns how many events of op ended with outcome.
+func (r *recorder) count(op redislock.Op, outcome redislock.Outcome) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, ev := range r.events {
+		if ev.Op == op && ev.Outcome == outcome {
+			n++
+		}
+	}
+	return n
+}
+
+// waits is the number of waits an obtain made.
+func waits(ev redislock.Event) int {
+	return ev.WokenByRelease + ev.WokenByExpiry + ev.WokenByBackoff
+}
+
+// A newcomer's retry budget is its own, whatever other goroutines of its
+// Client wait for: LimitRetry(s, 1) on a held key allows exactly one wait,
+// also while another goroutine of the same Client waits for another key.
+func TestRegress_retryBudgetBesideOtherWaiters(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		holders := redislock.New(b.client)
+		ha, err := holders.Obtain(t.Context(), "a", time.Minute, nil)
+		require.NoError(t, err)
+		hb, err := holders.Obtain(t.Context(), "b", time.Minute, nil)
+		require.NoError(t, err)
+
+		rec := &recorder{}
+		c := redislock.New(b.client, redislock.WithObserver(rec))
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		gotA := obtainAsync(ctx, c, []string{"a"}, &redislock.Options{RetryStrategy: forever})
+		eventually(t, func() bool { return queueLen(t, b, "a") == 1 }, "the waiter for a queues in Redis")
+
+		_, err = c.Obtain(ctx, "b", time.Minute, &redislock.Options{
+			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(5*time.Millisecond), 1),
+		})
+		require.ErrorIs(t, err, redislock.ErrNotObtained)
+		evs := rec.find(redislock.OpObtain, "b")
+		require.Len(t, evs, 1)
+		ev := evs[0]
+		t.Logf("obtain of b: %d attempts, woken by release %d, by expiry %d, by backoff %d",
+			ev.Attempts, ev.WokenByRelease, ev.WokenByExpiry, ev.WokenByBackoff)
+		assert.Equal(t, 1, waits(ev), "LimitRetry(s, 1) allows one wait")
+		assert.GreaterOrEqual(t, ev.Attempts, 2, "the wait is followed by an attempt")
+
+		require.NoError(t, ha.Release(t.Context()))
+		r := <-gotA
+		require.NoError(t, r.err)
+		require.NoError(t, r.lock.Release(t.Context()))
+		require.NoError(t, hb.Release(t.Context()))
+	})
+}
+
+// A Watch outlives a transient READONLY: a master turned replica (of a
+// port where nothing listens, so it keeps its data) and back 300ms later
+// refuses a refresh or two, which a later refresh makes good well within
+// the TTL.
+func TestRegress_watchSurvivesTransientReadOnly(t *testing.T) {
+	redistest.Require(t)
+	srv := redistest.StartServer(t)
+	rec := &recorder{}
+	c := redislock.New(srv.Client(t), redislock.WithObserver(rec))
+	const ttl = 3 * time.Second // a refresh every 1s, a retry every 300ms
+	lock, err := c.Obtain(t.Context(), "watched", ttl, nil)
+	require.NoError(t, err)
+	work, stop := lock.Watch(t.Context(), ttl)
+	defer stop()
+
+	// A port where nothing listens: the replica never syncs, and keeps
+	// its data.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadPort := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	require.NoError(t, l.Close())
+
+	failedBefore := rec.count(redislock.OpRefresh, redislock.OutcomeError)
+	_, err = srv.Do(t, "REPLICAOF", "127.0.0.1", deadPort)
+	require.NoError(t, err)
+	undone := false
+	undo := func() {
+		if !undone {
+			undone = true
+			_, err := srv.Do(t, "REPLICAOF", "NO", "ONE")
+			require.NoError(t, err)
+		}
+	}
+	defer undo()
+	require.Eventually(t, func() bool { return rec.count(redislock.OpRefresh, redislock.OutcomeError) > failedBefore },
+		5*time.Second, time.Millisecond, "a refresh meets READONLY")
+	time.Sleep(300 * time.Millisecond) // the fault lasts 300ms, then is undone
+	undo()
+
+	okAfter := rec.count(redislock.OpRefresh, redislock.OutcomeOK)
+	deadline := time.After(10 * time.Second)
+	for rec.count(redislock.OpRefresh, redislock.OutcomeOK) < okAfter+2 {
+		select {
+		case <-work.Done():
+			t.Fatalf("the watch gave up on a transient READONLY: %v", context.Cause(work))
+		case <-deadline:
+			t.Fatal("no two refreshes succeeded within 10s of the fault's end")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	require.NoError(t, work.Err(), "cancelled: %v", context.Cause(work))
+	left, err := lock.TTL(t.Context())
+	require.NoError(t, err)
+	require.Positive(t, left, "the lock is still held")
+	requireStopped(t, stop)
+	require.NoError(t, lock.Release(t.Context()))
+}
+
+// gatedDialer is a rueidis DialCtxFn whose dials wait, while it is closed,
+// until it opens or the dialing ctx ends: a slow (re)connect.
+type gatedDialer struct {
+	mu      sync.Mutex
+	gate    chan struct{} // nil: open
+	entered chan struct{} // gets a value when a dial starts to wait
+}
+
+func (g *gatedDialer) close() {
+	g.mu.Lock()
+	g.gate = make(chan struct{})
+	g.entered = make(chan struct{}, 16)
+	g.mu.Unlock()
+}
+
+func (g *gatedDialer) open() {
+	g.mu.Lock()
+	if g.gate != nil {
+		close(g.gate)
+		g.gate = nil
+	}
+	g.mu.Unlock()
+}
+
+func (g *gatedDialer) dial(ctx context.Context, dst string, d *net.Dialer, _ any) (net.Conn, error) {
+	g.mu.Lock()
+	gate, entered := g.gate, g.entered
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return d.DialContext(ctx, "tcp", dst)
+}
+
+// A Release whose own ctx is live succeeds, and deletes the lock, even when
+// the connection it needs is being dialled for another call whose ctx is
+// then cancelled.
+//
+// The mechanism, in rueidis v1.0.79: a command on the auto-pipelined
+// connection goes through mux.pipeline (mux.go:323), which asks mux.pipe
+// (mux.go:199) -> mux._pipe (mux.go:158) for the wire. After the connection
+// was lost, the wire is m.init again (the close hook, mux.go:136-146, or
+// the CompareAndSwap in mux.go:326-328), so the first caller dials it:
+// mux.go:177 calls m.wireFn(ctx) with that caller's ctx, which reaches
+// _newPipe (pipe.go:112) -> connFn(ctx) (pipe.go:113) -> dial
+// (rueidis.go:612-626: DialCtxFn or Dialer.DialContext with that ctx), and
+// the handshake p.DoMulti(ctx, HELLO ...) (pipe.go:230) runs with it too.
+// Every other caller that needs the wire meanwhile finds the singleconnect
+// in place (mux.go:163-172) and waits on sc.g.Wait(), then gets sc.w and
+// sc.e (mux.go:188-194). When the first caller's ctx is cancelled, the dial
+// fails with context.Canceled, wireFn returns the dead wire with that error
+// stored in it (mux.go:80-84), and every waiter's command runs on the dead
+// wire: it fails with the first caller's "context canceled", its own ctx
+// being live. singleClient.Do (client.go:51-70) does not retry it for a
+// write such as EVALSHA.
+func TestRegress_releaseBehindCancelledDial(t *testing.T) {
+	redistest.Require(t)
+	srv := redistest.StartServer(t)
+	g := &gatedDialer{}
+	rc := redistest.NewClient(t, srv.Addr, func(o *rueidis.ClientOption) {
+		// One pipelined connection: every command needs the one dial (with
+		// several, a command with a key picks one of them at random).
+		o.PipelineMultiplex = -1
+		o.DialCtxFn = func(ctx context.Context, dst string, d *net.Dialer, _ *tls.Config) (net.Conn, error) {
+			return g.dial(ctx, dst, d, nil)
+		}
+	})
+	c := redislock.New(rc, redislock.WithReleaseTimeout(5*time.Second))
+	lock, err := c.Obtain(t.Context(), "held", time.Minute, nil)
+	require.NoError(t, err)
+
+	// Lose the connection, and make its redial slow.
+	g.close()
+	defer g.open()
+	_, err = srv.Do(t, "CLIENT", "KILL", "TYPE", "normal")
+	require.NoError(t, err)
+
+	// Another call needs the connection and dials it, with its own ctx.
+	other, cancelOther := context.WithCancel(t.Context())
+	defer cancelOther()
+	otherDone := make(chan struct{})
+	go func() {
+		defer close(otherDone)
+		for other.Err() == nil {
+			_ = rc.Do(other, rc.B().Ping().Build()).Error()
+		}
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection is not redialled")
+	}
+
+	// The Release queues behind that dial, with a live ctx.
+	released := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		released <- lock.Release(ctx)
+	}()
+	time.Sleep(100 * time.Millisecond) // the Release reaches the dial in progress
+	cancelOther()
+	<-otherDone
+	g.open()
+
+	select {
+	case err = <-released:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the Release did not return")
+	}
+	require.NoError(t, err, "a Release with a live ctx fails for another call's cancellation")
+	exists, err := srv.Do(t, "EXISTS", "held")
+	require.NoError(t, err)
+	require.Equal(t, "0", exists, "the lock is left held")
+}
