@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,7 +220,8 @@ func (g *gatedDialer) dial(ctx context.Context, dst string, d *net.Dialer, _ any
 // mux.go:177 calls m.wireFn(ctx) with that caller's ctx, which reaches
 // _newPipe (pipe.go:112) -> connFn(ctx) (pipe.go:113) -> dial
 // (rueidis.go:612-626: DialCtxFn or Dialer.DialContext with that ctx), and
-// the handshake p.DoMulti(ctx, HELLO ...) (pipe.go:230) runs with it too.
+// the handshake p.DoMulti(ctx, HELLO ...) (pipe.go:233) runs with it too
+// (bounded by the dial timeout, pipe.go:224-228).
 // Every other caller that needs the wire meanwhile finds the singleconnect
 // in place (mux.go:163-172) and waits on sc.g.Wait(), then gets sc.w and
 // sc.e (mux.go:188-194). When the first caller's ctx is cancelled, the dial
@@ -287,4 +289,149 @@ func TestRegress_releaseBehindCancelledDial(t *testing.T) {
 	exists, err := srv.Do(t, "EXISTS", "held")
 	require.NoError(t, err)
 	require.Equal(t, "0", exists, "the lock is left held")
+}
+
+// signalling is a RetryStrategy that reports each call to NextBackoff on
+// calls, then returns backoff.
+type signalling struct {
+	backoff time.Duration
+	calls   chan struct{}
+}
+
+func (s *signalling) NextBackoff() time.Duration {
+	select {
+	case s.calls <- struct{}{}:
+	default:
+	}
+	return s.backoff
+}
+
+// A waiter whose first attempt met a transport error, and whose Client had
+// not subscribed yet when a Release of that Client looked at it, is told
+// when the lock passes to it later: it obtains the lock, at once, not after
+// its backoff or never.
+func TestRegress_grantAfterFirstAttemptFailed(t *testing.T) {
+	b := realBackend(t)
+	const key = "lock"
+	fl := &flaky{Client: b.client, names: []string{"SET"}}
+	a := redislock.New(fl)
+	other := redislock.New(b.client)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	// Client A holds the lock; a waiter of another Client queues in Redis.
+	held, err := a.Obtain(t.Context(), key, time.Minute, nil)
+	require.NoError(t, err)
+	gotX := obtainAsync(ctx, other, []string{key}, &redislock.Options{RetryStrategy: forever})
+	eventually(t, func() bool { return queueLen(t, b, key) == 1 }, "the other Client's waiter queues in Redis")
+
+	// A waiter W of Client A: its first attempt fails with a transport
+	// error, and it waits (by a backoff that no test waits out).
+	fl.fails.Store(1)
+	strategy := &signalling{backoff: time.Hour, calls: make(chan struct{}, 1)}
+	wCtx, wCancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer wCancel()
+	gotW := obtainAsync(wCtx, a, []string{key}, &redislock.Options{RetryStrategy: strategy})
+	select {
+	case <-strategy.calls:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter does not wait")
+	}
+	require.Zero(t, fl.fails.Load(), "the waiter's first attempt failed")
+	time.Sleep(50 * time.Millisecond) // the waiter is in its Client's queue
+
+	// Client A releases while W waits: the lock passes to the waiter
+	// queued in Redis, and W is woken and queues in Redis in its turn.
+	require.NoError(t, held.Release(t.Context()))
+	x := <-gotX
+	require.NoError(t, x.err)
+	eventually(t, func() bool { return queueLen(t, b, key) == 1 }, "W queues in Redis")
+
+	// The other Client releases: the lock passes to W, which must hear it.
+	released := time.Now()
+	require.NoError(t, x.lock.Release(t.Context()))
+	w := <-gotW
+	if w.err != nil {
+		// Whatever went wrong, the lock must not stay held by nobody.
+		left := "free"
+		if !assert.Eventually(t, func() bool { return b.mustDo(t, "EXISTS", key) == "0" },
+			2*redislock.DefaultReleaseTimeout, time.Millisecond) {
+			left = "held by nobody"
+		}
+		t.Fatalf("the waiter was not told of its grant: %v after the release: %v (the lock is then %s)",
+			time.Since(released).Round(time.Millisecond), w.err, left)
+	}
+	require.NoError(t, w.lock.Release(t.Context()))
+	require.Equal(t, "0", b.mustDo(t, "EXISTS", key))
+}
+
+// onFirstBackoff is a RetryStrategy for one Obtain: LimitRetry(backoff, max)
+// that calls trigger on its first NextBackoff, then spins for spin before
+// it answers.
+type onFirstBackoff struct {
+	backoff time.Duration
+	max     int
+	trigger func()
+	spin    time.Duration
+	calls   atomic.Int64
+}
+
+func (s *onFirstBackoff) NextBackoff() time.Duration {
+	n := s.calls.Add(1)
+	if n == 1 {
+		t0 := time.Now()
+		s.trigger()
+		for time.Since(t0) < s.spin {
+		}
+	}
+	if n > int64(s.max) {
+		return 0
+	}
+	return s.backoff
+}
+
+// A newcomer that arrives while the last waiter of its Client for the same
+// key gives up is never stranded: it obtains a lock that is released while
+// it waits without sleeping its (long) backoff, whatever the instant the
+// other waiter leaves.
+func TestRegress_newcomerBesideLeavingWaiter(t *testing.T) {
+	b := realBackend(t)
+	rounds := 1000
+	if testing.Short() {
+		rounds = 100
+	}
+	holders := redislock.New(b.client)
+	c := redislock.New(b.client)
+	for i := range rounds {
+		key := "newcomer:" + strconv.Itoa(i)
+		holder, err := holders.Obtain(t.Context(), key, time.Minute, nil)
+		require.NoError(t, err)
+
+		// The last waiter of c for key, queued in Redis and asleep.
+		leaveCtx, leave := context.WithCancel(t.Context())
+		gotOld := obtainAsync(leaveCtx, c, []string{key}, &redislock.Options{RetryStrategy: forever})
+		eventually(t, func() bool { return queueLen(t, b, key) == 1 }, "the waiter queues in Redis")
+
+		// The newcomer: the waiter gives up as it asks for its first
+		// backoff, at instants spread over a few microseconds.
+		strategy := &onFirstBackoff{backoff: 10 * time.Second, max: 3, trigger: leave, spin: time.Duration(i%16) * time.Microsecond}
+		newCtx, cancelNew := context.WithTimeout(t.Context(), 5*time.Second)
+		gotNew := obtainAsync(newCtx, c, []string{key}, &redislock.Options{RetryStrategy: strategy})
+		var old result
+		select {
+		case old = <-gotOld:
+		case <-time.After(10 * time.Second):
+			leave() // the newcomer never waited
+			old = <-gotOld
+		}
+		require.ErrorIs(t, old.err, context.Canceled)
+
+		// The lock is released while the newcomer waits.
+		require.NoError(t, holder.Release(t.Context()))
+		r := <-gotNew
+		cancelNew()
+		leave()
+		require.NoError(t, r.err, "round %d: the newcomer did not obtain a lock released while it waited (ctx 5s, backoff 10s)", i)
+		require.NoError(t, r.lock.Release(t.Context()))
+	}
 }
