@@ -7,6 +7,8 @@ package redislock_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -434,4 +436,95 @@ func TestRegress_newcomerBesideLeavingWaiter(t *testing.T) {
 		require.NoError(t, r.err, "round %d: the newcomer did not obtain a lock released while it waited (ctx 5s, backoff 10s)", i)
 		require.NoError(t, r.lock.Release(t.Context()))
 	}
+}
+
+// Waiters that give up at any instant around a release, over and over:
+// once every call has returned (and the library's cleanups have had their
+// release timeout), no lock is held, neither by a token that some caller
+// has nor by one that nobody has (a waiter whose attempt, in flight when it
+// gave up, queued it in Redis again after its cleanup).
+func TestRegress_giveUpRacingReleaseLeavesNothingHeld(t *testing.T) {
+	b := realBackend(t)
+	const (
+		releaseTimeout = 500 * time.Millisecond
+		parallel       = 4 // keys at a time
+		cancelWithin   = 6 * time.Millisecond
+		releaseWithin  = 3 * time.Millisecond
+	)
+	rounds := 300
+	if testing.Short() {
+		rounds = 60
+	}
+	clients := []*redislock.Client{
+		redislock.New(b.client, redislock.WithReleaseTimeout(releaseTimeout)),
+		redislock.New(b.client, redislock.WithReleaseTimeout(releaseTimeout)),
+	}
+	opt := &redislock.Options{RetryStrategy: forever}
+	var obtained atomic.Int64
+
+	// round holds key, then four waiters, two a Client, each cancelled at
+	// its own instant, and the release at another.
+	round := func(key string) error {
+		holder, err := clients[0].Obtain(t.Context(), key, time.Minute, nil)
+		if err != nil {
+			return err
+		}
+		var wg sync.WaitGroup
+		got := make([]<-chan result, 4)
+		for j := range got {
+			ctx, cancel := context.WithCancel(t.Context())
+			got[j] = obtainAsync(ctx, clients[j%2], []string{key}, opt)
+			wg.Go(func() {
+				pause(time.Duration(rand.Int64N(int64(cancelWithin))))
+				cancel()
+			})
+		}
+		pause(time.Duration(rand.Int64N(int64(releaseWithin))))
+		errs := []error{holder.Release(t.Context())}
+		wg.Wait()
+		for _, ch := range got {
+			r := <-ch
+			switch {
+			case r.err == nil:
+				obtained.Add(1)
+				errs = append(errs, r.lock.Release(t.Context()))
+			case !errors.Is(r.err, context.Canceled):
+				errs = append(errs, r.err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+
+	keys := make([]string, rounds*parallel)
+	for i := range keys {
+		keys[i] = "gaveup:" + strconv.Itoa(i)
+	}
+	for i := 0; i < len(keys); i += parallel {
+		errs := make([]error, parallel)
+		var wg sync.WaitGroup
+		for j := range parallel {
+			wg.Go(func() { errs[j] = round(keys[i+j]) })
+		}
+		wg.Wait()
+		require.NoError(t, errors.Join(errs...), "rounds %d to %d", i, i+parallel-1)
+	}
+	t.Logf("%d rounds of %d keys: %d waiters obtained the lock", rounds, parallel, obtained.Load())
+
+	// Every cleanup ends within its release timeout.
+	var held []string
+	deadline := time.Now().Add(4 * releaseTimeout)
+	for {
+		held = held[:0]
+		for _, key := range keys {
+			if b.mustDo(t, "EXISTS", key) == "1" {
+				held = append(held, key)
+			}
+		}
+		if len(held) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.Empty(t, held, "%d of %d locks are held though every caller has returned (and released what it obtained): held by nobody until their TTL",
+		len(held), len(keys))
 }
