@@ -64,7 +64,7 @@ func (s *subscription) init(c *Client) {
 }
 
 // register makes sure the channel is up (starting it, and waiting for the
-// start until ctx ends or deadline passes) and that messages for w's token
+// start until ctx ends, deadline passes, or the release timeout) and that messages for w's token
 // reach w; false when there is no channel: w is then not to be queued in
 // Redis, since nothing would tell it of a grant.
 func (s *subscription) register(ctx context.Context, w *waiter, deadline time.Time) bool {
@@ -75,10 +75,11 @@ func (s *subscription) register(ctx context.Context, w *waiter, deadline time.Ti
 	ready := s.start()
 	s.mu.Unlock()
 	if ready != nil {
-		t := time.NewTimer(s.c.releaseTimeout)
+		wait := s.c.releaseTimeout
 		if !deadline.IsZero() {
-			t.Reset(time.Until(deadline))
+			wait = min(wait, time.Until(deadline))
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ready:
 		case <-ctx.Done():

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/redis/rueidis"
 )
 
 // waiterState is where a waiting Obtain stands. step holds every transition.
@@ -288,13 +290,19 @@ func (qs *localQueues) offer(keys []string) *waiter {
 
 // settleOffer tells w what became of the lock its Release offered it:
 // passed to it (code >= 3, fence token code-3), to a waiter queued in Redis
-// (2), or freed (1); after an error the Release may have passed it the lock
-// (w's next attempt finds it its own). Unless w has it, the first waiter of
+// (2), or freed (1); after a transport error the Release may have passed it
+// the lock (w's next attempt finds it its own); after a nil reply (the
+// releasing token held nothing) nothing changed. Unless w has it, the first waiter of
 // the queue (w, or the one after it when w has returned) goes on.
 func (qs *localQueues) settleOffer(w *waiter, code int64, err error) (giveBack, granted bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	granted = err == nil && code >= 3
+	if rueidis.IsRedisNil(err) {
+		// The release had nothing to give (its token held no lock):
+		// nothing changed for w, nor for the queue.
+		return w.step(evSettle), false
+	}
 	if granted {
 		if w.state == wsExposed {
 			w.fence = code - 3

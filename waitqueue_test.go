@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/redis/rueidis"
 )
 
 // mWaiter is the model's view of one waiter.
@@ -145,13 +147,15 @@ func (m *queueModel) settleOffer(i int) {
 	mw.inflight--
 	var code int64
 	var err error
-	switch m.rng.IntN(4) {
+	switch m.rng.IntN(5) {
 	case 0:
 		code = 1
 	case 1:
 		code = 2
 	case 2:
 		code = 3 + 7
+	case 3:
+		err = rueidis.Nil // the releasing token held nothing
 	default:
 		err = errors.New("transport")
 	}
@@ -171,6 +175,13 @@ func (m *queueModel) settleOffer(i int) {
 	}
 	if want := mw.returned && !mw.obtained && mw.inflight == 0; asked != want {
 		m.fail("settle offer %s: give back=%v, want %v", mw.w.l.token, asked, want)
+	}
+	if rueidis.IsRedisNil(err) {
+		// Nothing changed: nobody is woken for nothing.
+		if mw.inQueue && m.drain(mw) {
+			m.fail("settle offer %s: a nil reply woke it", mw.w.l.token)
+		}
+		return
 	}
 	// Unless it has the lock, the first waiter goes on.
 	if q := m.queues[mw.key]; !granted && len(q) > 0 && !m.local[mw.key] && !m.drain(q[0]) {
