@@ -27,18 +27,44 @@ bench: redis-server
 
 ## bench-compare: the library beside its peers (bench/), as a benchstat table;
 ## BENCH_ROUNDS=N repeats the whole run N times, interleaving the libraries
-## (BENCH_ROUNDS=10 BENCH_COUNT=1 on a noisy machine)
+## (BENCH_ROUNDS=10 BENCH_COUNT=1 on a noisy machine).
+## With BENCH_BASE=<commit>, it compares this work tree with that commit
+## instead: the root's uncontended and contended benchmarks (BASE_BENCH) and
+## bench/'s contended handoff of lib=redislock (BASE_HANDOFF), both builds
+## made first, then run in interleaved rounds (base, head, base, head...),
+## into bench/base.txt and bench/head.txt and one benchstat table.
 BENCHSTAT := $(shell go env GOPATH)/bin/benchstat
 BENCH_COUNT ?= 10
 BENCH_ROUNDS ?= 1
+BASE_BENCH ?= ObtainRelease|Contended
+BASE_HANDOFF ?= ContendedHandoff/shape=/lib=redislock$$
 .PHONY: bench-compare
 bench-compare: redis-server $(BENCHSTAT)
+ifeq ($(BENCH_BASE),)
 	@set -e; cd bench; rm -f compare.txt; \
 	for r in $$(seq $(BENCH_ROUNDS)); do \
 	  go test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) -timeout=0 . | tee -a compare.txt; \
 	done; \
 	if grep -q -e '^FAIL' -e '^--- FAIL' -e '^panic:' compare.txt; then echo "bench-compare: a benchmark failed" >&2; exit 1; fi; \
 	echo; echo "== $(BENCHSTAT) -col /lib bench/compare.txt"; $(BENCHSTAT) -col /lib compare.txt
+else
+	@set -e; top=$$(pwd); tmp=$$(mktemp -d); \
+	trap 'git -C "$$top" worktree remove --force "$$tmp/base" >/dev/null 2>&1; rm -rf "$$tmp"' EXIT; \
+	git worktree add -q --detach "$$tmp/base" "$(BENCH_BASE)"; \
+	for side in base head; do \
+	  src="$$top"; if [ $$side = base ]; then src="$$tmp/base"; fi; \
+	  (cd "$$src" && go test -c -o "$$tmp/$$side-root.test" .); \
+	  (cd "$$src/bench" && go test -c -o "$$tmp/$$side-bench.test" .); \
+	done; \
+	rm -f bench/base.txt bench/head.txt; \
+	for r in $$(seq $(BENCH_ROUNDS)); do for side in base head; do \
+	  echo "== round $$r: $$side"; \
+	  "$$tmp/$$side-root.test" -test.run='^$$' -test.bench='$(BASE_BENCH)' -test.benchmem -test.count=$(BENCH_COUNT) -test.timeout=0 | tee -a bench/$$side.txt; \
+	  (cd bench && "$$tmp/$$side-bench.test" -test.run='^$$' -test.bench='$(BASE_HANDOFF)' -test.benchmem -test.count=$(BENCH_COUNT) -test.timeout=0) | tee -a bench/$$side.txt; \
+	done; done; \
+	if grep -q -e '^FAIL' -e '^--- FAIL' -e '^panic:' bench/base.txt bench/head.txt; then echo "bench-compare: a benchmark failed" >&2; exit 1; fi; \
+	echo; echo "== $(BENCHSTAT) bench/base.txt bench/head.txt ($(BENCH_BASE) vs the work tree)"; $(BENCHSTAT) bench/base.txt bench/head.txt
+endif
 
 $(BENCHSTAT):
 	go install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
