@@ -219,7 +219,6 @@ func (l *Lock) Release(ctx context.Context) error {
 	c := l.client
 	ctx, ev := c.begin(ctx, OpRelease, l.keys, 0)
 	if ev != nil {
-		ev.Attempts = 1
 		if l.obtained > 0 {
 			ev.Held = ev.Start.Sub(clockBase) - l.obtained
 		}
@@ -229,7 +228,10 @@ func (l *Lock) Release(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 		defer cancel()
 	}
-	err := c.release(ctx, l, "", false)
+	tries, err := c.release(ctx, l, "", false)
+	if ev != nil {
+		ev.Attempts = tries
+	}
 	switch {
 	case rueidis.IsRedisNil(err):
 		err = ErrLockNotHeld
@@ -266,7 +268,7 @@ const maxUnknownReleases = 2
 // unknown: the lost command may still be on its way, on another
 // connection), it tries again after "not held" too. The error is the last
 // try's: a nil reply (rueidis.IsRedisNil) when the lock is not held.
-func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) error {
+func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) (tries int, err error) {
 	var (
 		deadline time.Time
 		pause    = 25 * time.Millisecond
@@ -275,15 +277,16 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) e
 		timer    *time.Timer
 	)
 	for {
-		err := c.releaseOnce(ctx, l, drop)
+		tries++
+		err = c.releaseOnce(ctx, l, drop)
 		notHeld := rueidis.IsRedisNil(err)
 		switch {
 		case err == nil:
-			return nil
+			return tries, nil
 		case notHeld && !lost && unknown != nil:
-			return unknown
+			return tries, unknown
 		case notHeld && !lost:
-			return err
+			return tries, err
 		case !notHeld:
 			retryable, ambiguous := classify(ctx, err)
 			if ambiguous {
@@ -291,7 +294,7 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) e
 				unknowns++
 			}
 			if !retryable || unknowns > maxUnknownReleases {
-				return err
+				return tries, err
 			}
 		}
 		if deadline.IsZero() {
@@ -301,7 +304,7 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) e
 			err = unknown // what the caller must know: the outcome is unknown
 		}
 		if time.Now().Add(pause).After(deadline) {
-			return err
+			return tries, err
 		}
 		if timer == nil {
 			timer = time.NewTimer(pause)
@@ -311,7 +314,7 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) e
 		}
 		select {
 		case <-ctx.Done():
-			return err
+			return tries, err
 		case <-timer.C:
 		}
 		pause = min(2*pause, 500*time.Millisecond)
@@ -355,7 +358,7 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, drop string) error {
 func (c *Client) giveBack(w *waiter) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
 	defer cancel()
-	_ = c.release(ctx, w.l, w.entry, false)
+	_, _ = c.release(ctx, w.l, w.entry, false)
 	c.sub.unregister(w)
 }
 
@@ -367,5 +370,5 @@ func (c *Client) giveBack(w *waiter) {
 func (c *Client) cleanup(l *Lock) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
 	defer cancel()
-	_ = c.release(ctx, l, "", true)
+	_, _ = c.release(ctx, l, "", true)
 }
