@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/rueidis"
 	"github.com/seed-223c80a0/redislock"
@@ -176,6 +177,24 @@ type stats struct {
 
 	mu       sync.Mutex
 	firstErr error
+	waits    *hdrhistogram.Histogram // the time to acquire of each lock, in ns
+}
+
+// Waits are recorded in ns from 1ns to maxWait (longer ones count as
+// maxWait; an Obtain waits one -ttl at most, 24h), to 3 significant digits.
+const maxWait = 48 * time.Hour
+
+func newStats() *stats {
+	return &stats{waits: hdrhistogram.New(1, int64(maxWait), 3)}
+}
+
+// record adds the time to acquire of one lock. One histogram serves every
+// worker: the lock is taken after the wait was measured, never during it.
+func (s *stats) record(d time.Duration) {
+	s.mu.Lock()
+	// Within range by the clamp: RecordValue cannot fail.
+	_ = s.waits.RecordValue(int64(min(max(d, 1), maxWait)))
+	s.mu.Unlock()
 }
 
 var _ redislock.Observer = (*stats)(nil)
@@ -216,7 +235,7 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	}
 	defer closeClient()
 
-	st := &stats{}
+	st := newStats()
 	locker := redislock.New(client, redislock.WithObserver(st))
 	keys := make([]*lockKey, cfg.keys)
 	for i := range keys {
@@ -241,10 +260,9 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	defer cancel()
 	start := time.Now()
 
-	hists := make([]histogram, cfg.workers)
 	var wg sync.WaitGroup
-	for i := range cfg.workers {
-		wg.Go(func() { worker(runCtx, cfg, locker, keys, st, &hists[i]) })
+	for range cfg.workers {
+		wg.Go(func() { worker(runCtx, cfg, locker, keys, st) })
 	}
 	progressDone := make(chan struct{})
 	go func() {
@@ -255,17 +273,12 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	elapsed := time.Since(start)
 	cancel()
 	<-progressDone
-
-	var h histogram
-	for i := range hists {
-		h.merge(&hists[i])
-	}
-	return summary(stdout, cfg, elapsed, ctx.Err() != nil, st, &h)
+	return summary(stdout, cfg, elapsed, ctx.Err() != nil, st)
 }
 
 // worker obtains, holds and releases random locks until ctx ends, recording
-// the time to acquire of each lock in h.
-func worker(ctx context.Context, cfg config, locker *redislock.Client, keys []*lockKey, st *stats, h *histogram) {
+// the time to acquire of each lock in st.
+func worker(ctx context.Context, cfg config, locker *redislock.Client, keys []*lockKey, st *stats) {
 	// The run has ended once its deadline has passed by the clock: an
 	// Obtain says so before the ctx's own timer has fired.
 	end, _ := ctx.Deadline()
@@ -297,7 +310,7 @@ func worker(ctx context.Context, cfg config, locker *redislock.Client, keys []*l
 		}
 		st.calls.Add(1)
 		st.acquired.Add(1)
-		h.record(wait)
+		st.record(wait)
 
 		if k.holders.Add(1) > 1 {
 			st.violations.Add(1)
@@ -345,7 +358,7 @@ func progress(ctx context.Context, interval time.Duration, start time.Time, st *
 }
 
 // summary prints the results of the run and returns the exit status.
-func summary(w io.Writer, cfg config, elapsed time.Duration, interrupted bool, st *stats, h *histogram) int {
+func summary(w io.Writer, cfg config, elapsed time.Duration, interrupted bool, st *stats) int {
 	acquired, calls, notObtained := st.acquired.Load(), st.calls.Load(), st.notObtained.Load()
 	attempts, contended := st.attempts.Load(), st.contended.Load()
 	errs, violations, fenceBad := st.errors.Load(), st.violations.Load(), st.fenceBad.Load()
@@ -356,9 +369,10 @@ func summary(w io.Writer, cfg config, elapsed time.Duration, interrupted bool, s
 	}
 	fmt.Fprintln(w, "summary")
 	fmt.Fprintf(w, "  acquisitions     %d in %.2fs: %.0f/s\n", acquired, elapsed.Seconds(), float64(acquired)/elapsed.Seconds())
-	if h.n > 0 {
+	if h := st.waits; h.TotalCount() > 0 {
 		fmt.Fprintf(w, "  time to acquire  mean %v, p50 %v, p99 %v, max %v\n",
-			round(h.mean()), round(h.quantile(0.50)), round(h.quantile(0.99)), round(h.max))
+			round(time.Duration(h.Mean())), round(time.Duration(h.ValueAtQuantile(50))),
+			round(time.Duration(h.ValueAtQuantile(99))), round(time.Duration(h.Max())))
 	}
 	fmt.Fprintf(w, "  contention       %.3f (%d of %d attempts found the lock held)\n",
 		ratio(contended, attempts), contended, attempts)

@@ -135,16 +135,15 @@ func TestRun_bench_interrupted(t *testing.T) {
 // TestSummary_fail: a violation, a fence token out of order or an error
 // fails the run with exit status 1.
 func TestSummary_fail(t *testing.T) {
-	var h histogram
-	h.record(time.Millisecond)
-	st := &stats{}
+	st := newStats()
+	st.record(time.Millisecond)
 	st.acquired.Store(10)
 	st.calls.Store(10)
 	st.violations.Store(1)
 	st.fenceBad.Store(2)
 	st.fail(errors.New("release redislock:demo:{0}: boom"))
 	var out bytes.Buffer
-	code := summary(&out, config{fence: true}, time.Second, false, st, &h)
+	code := summary(&out, config{fence: true}, time.Second, false, st)
 	require.Equal(t, 1, code)
 	require.Contains(t, out.String(), "violations       1")
 	require.Contains(t, out.String(), "fence            FAILED: 2 of 10")
