@@ -61,7 +61,9 @@ DESCRIPTION
   group of its own, which gets every signal (a shell script's children
   too); its stdin, stdout and stderr are run's. A command that reads from a
   terminal is stopped (SIGTTIN), as under timeout(1): give it its input
-  from a file or a pipe.
+  from a file or a pipe. If run itself is killed (kill -9, the OOM killer),
+  the lock expires --ttl after its last refresh; on Linux the command gets
+  SIGKILL at once (its own children do not).
 
   The lock's key holds its token, fence token and --metadata; its token is
   never shown nor handed to the command. With --fence-key, the command gets
@@ -313,8 +315,7 @@ func supervise(ctx context.Context, cfg runConfig, lock *redislock.Lock, sigs <-
 	if cfg.fenceKey != "" {
 		cmd.Env = append(cmd.Env, fenceEnv+"="+strconv.FormatInt(lock.FenceToken(), 10))
 	}
-	// A group of its own, so that a signal reaches the whole job.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	isolate(cmd)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(env.stderr, "redislock run: %v\n", err)
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
@@ -322,7 +323,6 @@ func supervise(ctx context.Context, cfg runConfig, lock *redislock.Lock, sigs <-
 		}
 		return exitCannotRun
 	}
-	group := -cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
@@ -336,22 +336,22 @@ func supervise(ctx context.Context, cfg runConfig, lock *redislock.Lock, sigs <-
 			}
 			return exitStatus(cmd.ProcessState)
 		case s := <-sigs:
-			_ = syscall.Kill(group, s.(syscall.Signal)) // ESRCH: the group has just ended
+			signalJob(cmd, s)
 		case <-lost:
 			lost, wasLost = nil, true
 			fmt.Fprintf(env.stderr, "redislock run: lock %q lost: %v\n", cfg.key, lostCause(work))
 			if cfg.killAfter == 0 {
 				fmt.Fprintln(env.stderr, "redislock run: sending SIGKILL to the command")
-				_ = syscall.Kill(group, syscall.SIGKILL)
+				signalJob(cmd, syscall.SIGKILL)
 				continue
 			}
 			fmt.Fprintf(env.stderr, "redislock run: sending SIGTERM to the command, SIGKILL in %v\n", cfg.killAfter)
-			_ = syscall.Kill(group, syscall.SIGTERM)
+			signalJob(cmd, syscall.SIGTERM)
 			kill = time.After(cfg.killAfter)
 		case <-kill:
 			kill = nil
 			fmt.Fprintln(env.stderr, "redislock run: sending SIGKILL to the command")
-			_ = syscall.Kill(group, syscall.SIGKILL)
+			signalJob(cmd, syscall.SIGKILL)
 		}
 	}
 }

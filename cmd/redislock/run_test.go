@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -285,4 +286,26 @@ func TestRunCmd_help(t *testing.T) {
 	} {
 		require.Contains(t, out, want)
 	}
+}
+
+// TestRunCmd_runKilled: on Linux, a run killed with SIGKILL takes its
+// command with it, and the lock expires after its TTL.
+func TestRunCmd_runKilled(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("a parent-death signal is Linux's")
+	}
+	srv := redistest.StartServer(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	p := start(t, srv, nil, "run", "--ttl", "1s", "job", "--", "sh", "-c", "echo $$ > "+pidFile+"; exec sleep 60")
+	eventually(t, "the command has written its pid", func() bool { return strings.HasSuffix(readFile(t, pidFile), "\n") })
+	pid := strings.TrimSpace(readFile(t, pidFile))
+
+	require.NoError(t, p.cmd.Process.Kill())
+	p.wait(t)
+	eventually(t, "the command is gone", func() bool {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		// Gone, or a zombie that nobody has reaped yet.
+		return err != nil || strings.Contains(string(stat), ") Z ")
+	})
+	eventually(t, "the lock has expired", func() bool { return get(t, srv, "job") == "" })
 }
