@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -268,6 +270,9 @@ func obtain(ctx context.Context, cfg runConfig, client rueidis.Client, sigs <-ch
 	lock, err := redislock.New(client).Obtain(obtainCtx, cfg.key, cfg.ttl, opt)
 	close(done)
 	<-watched
+	if err != nil && cfg.wait > 0 {
+		awaitDequeued(ctx, client, cfg)
+	}
 	var sig signalled
 	if errors.As(context.Cause(obtainCtx), &sig) {
 		// A signal came while obtaining: the command is not run.
@@ -298,6 +303,37 @@ func obtain(ctx context.Context, cfg runConfig, client rueidis.Client, sigs <-ch
 		return nil, env.fail("run", fmt.Errorf("obtain %q: %w; the command did not run", cfg.key, err), runSynopsis)
 	}
 }
+
+// awaitDequeued waits, for the library's release timeout at most, until the
+// waiters' queue of cfg.key holds no entry of this process: a wait that gave
+// up is taken out of the queue in the background, and an entry left behind
+// by a process that exits would be granted the lock at the next release,
+// which would then be held by nobody for its TTL. An entry is known by its
+// metadata and key fields, the last two (lua/queue.lua), unique with the
+// default metadata, HOST:PID.
+func awaitDequeued(ctx context.Context, client rueidis.Client, cfg runConfig) {
+	queue := waitersKey(cfg.key, client.Mode() == rueidis.ClientModeCluster)
+	if queue == "" {
+		return
+	}
+	mine := field(cfg.metadata) + field(cfg.key)
+	ctx, cancel := context.WithTimeout(ctx, redislock.DefaultReleaseTimeout)
+	defer cancel()
+	for {
+		entries, err := client.Do(ctx, client.B().Lrange().Key(queue).Start(0).Stop(-1).Build()).AsStrSlice()
+		if err != nil || !slices.ContainsFunc(entries, func(e string) bool { return strings.HasSuffix(e, mine) }) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// field is f as a field of a queue entry: its length, ":", itself.
+func field(f string) string { return strconv.Itoa(len(f)) + ":" + f }
 
 // supervise runs the command while the lock is watched, and returns the exit
 // status of run.

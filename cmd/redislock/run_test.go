@@ -76,6 +76,7 @@ func TestRunCmd_waitZero(t *testing.T) {
 	code, _, errOut = runCmd(t, srv, nil, "run", "--conflict-exit-code", "3", "--wait", "200ms", "job", "--", "touch", other)
 	require.Equal(t, 3, code, errOut)
 	require.Contains(t, errOut, "(waited 200ms)")
+	require.Zero(t, llen(t, srv), "the waiter that gave up left the queue")
 
 	require.False(t, holder.exited(), "the holder ran all along")
 	require.NoFileExists(t, other)
@@ -157,8 +158,12 @@ func TestRunCmd_signals(t *testing.T) {
 		require.Equal(t, 128+int(syscall.SIGTERM), waiter.wait(t))
 		require.Contains(t, waiter.stderr.String(), `interrupted by SIGTERM while obtaining "job": the command did not run`)
 		require.NoFileExists(t, filepath.Join(dir, "waiter"))
+		// It left the queue before it exited: else the release would
+		// pass the lock to it, gone, and the lock would stay held.
+		require.Zero(t, llen(t, srv), "the waiter left the queue")
 		require.NoError(t, os.WriteFile(release, nil, 0o644))
 		require.Equal(t, 0, holder.wait(t))
+		require.Empty(t, get(t, srv, "job"), "released, and passed to no one")
 	})
 }
 
