@@ -93,20 +93,21 @@ func TestRunCmd_lost(t *testing.T) {
 	srv := redistest.StartServer(t)
 	const ttl = 3 * time.Second
 	for _, tc := range []struct {
-		name     string
-		trap     string // in the script, before anything else
-		wantLog  string
-		wantKill string
+		name      string
+		trap      string // in the script, before anything else
+		killAfter string
+		wantLog   string
+		wantKill  string
 	}{
-		{"SIGTERM", "trap 'echo TERM >> LOG; exit 9' TERM; ", "started\nTERM\n", "sending SIGTERM to the command, SIGKILL in 300ms"},
-		{"SIGKILL", "trap '' TERM; ", "started\n", "sending SIGKILL to the command"},
+		{"SIGTERM", "trap 'echo TERM >> LOG; exit 9' TERM; ", "1m", "started\nTERM\n", "sending SIGTERM to the command, SIGKILL in 1m0s"},
+		{"SIGKILL", "trap '' TERM; ", "300ms", "started\n", "sending SIGKILL to the command"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			log, release := filepath.Join(dir, "log"), filepath.Join(dir, "release")
 			key := "job-" + tc.name
 			script := strings.ReplaceAll(tc.trap, "LOG", log) + holdScript(log, release, 0)
-			p := start(t, srv, nil, "run", "--ttl", ttl.String(), "--kill-after", "300ms", key, "--", "sh", "-c", script)
+			p := start(t, srv, nil, "run", "--ttl", ttl.String(), "--kill-after", tc.killAfter, key, "--", "sh", "-c", script)
 			awaitLine(t, log, "started")
 			require.NotEmpty(t, get(t, srv, key))
 
