@@ -234,9 +234,7 @@ func lockRun(ctx context.Context, args []string, env environment) int {
 	code = supervise(ctx, cfg, lock, sigs, env)
 
 	// Released in every case: a lock that is lost is not touched by it.
-	relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := lock.Release(relCtx); err != nil && code != exitLost {
+	if err := release(ctx, lock); err != nil && code != exitLost {
 		if errors.Is(err, redislock.ErrLockNotHeld) {
 			fmt.Fprintf(env.stderr, "redislock run: warning: lock %q was no longer held when the command exited (expired or taken)\n", cfg.key)
 		} else {
@@ -244,6 +242,13 @@ func lockRun(ctx context.Context, args []string, env environment) int {
 		}
 	}
 	return code
+}
+
+// release releases lock, even once ctx has ended, within 5s.
+func release(ctx context.Context, lock *redislock.Lock) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return lock.Release(ctx)
 }
 
 // obtain obtains the lock of cfg, or returns nil and the exit status.
@@ -277,9 +282,7 @@ func obtain(ctx context.Context, cfg runConfig, client rueidis.Client, sigs <-ch
 	if errors.As(context.Cause(obtainCtx), &sig) {
 		// A signal came while obtaining: the command is not run.
 		if lock != nil {
-			relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = lock.Release(relCtx) // on error, it expires by its TTL
+			_ = release(ctx, lock) // on error, it expires by its TTL
 		}
 		fmt.Fprintf(env.stderr, "redislock run: %v while obtaining %q: the command did not run\n", sig, cfg.key)
 		return nil, 128 + int(sig.sig)
@@ -295,7 +298,7 @@ func obtain(ctx context.Context, cfg runConfig, client rueidis.Client, sigs <-ch
 		readCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if st, err := readStatus(readCtx, client, cfg.key, ""); err == nil && st.Held {
-			msg += fmt.Sprintf(": %q, for %v more", st.Metadata, time.Duration(st.TTLMillis)*time.Millisecond)
+			msg += fmt.Sprintf(": %q, ttl %s", st.Metadata, st.left())
 		}
 		fmt.Fprintf(env.stderr, "%s; the command did not run\n", msg)
 		return nil, cfg.conflict

@@ -68,7 +68,7 @@ func TestRunCmd_waitZero(t *testing.T) {
 	code, out, errOut := runCmd(t, srv, nil, "run", "job", "--", "touch", other)
 	require.Equal(t, exitNotObtained, code, errOut)
 	require.Empty(t, out)
-	require.Contains(t, errOut, `lock "job" is held by another: "the holder", for `)
+	require.Contains(t, errOut, `lock "job" is held by another: "the holder", ttl `)
 	require.Contains(t, errOut, "the command did not run")
 
 	code, _, errOut = runCmd(t, srv, nil, "run", "--conflict-exit-code", "0", "job", "--", "touch", other)

@@ -188,6 +188,14 @@ func waitersKey(key string, cluster bool) string {
 	return "{" + key + "}" + suffix
 }
 
+// left says how long the lock is held still, unless refreshed.
+func (st lockStatus) left() string {
+	if st.TTLMillis < 0 {
+		return "no expiry"
+	}
+	return (time.Duration(st.TTLMillis) * time.Millisecond).String()
+}
+
 // print writes st as text.
 func (st lockStatus) print(w io.Writer) {
 	fmt.Fprintf(w, "key       %s\n", st.Key)
@@ -196,11 +204,7 @@ func (st lockStatus) print(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "held      yes")
 		fmt.Fprintf(w, "metadata  %s\n", st.Metadata)
-		if st.TTLMillis < 0 {
-			fmt.Fprintln(w, "ttl       none (the key has no expiry)")
-		} else {
-			fmt.Fprintf(w, "ttl       %v\n", time.Duration(st.TTLMillis)*time.Millisecond)
-		}
+		fmt.Fprintf(w, "ttl       %s\n", st.left())
 		if st.FenceToken > 0 {
 			fmt.Fprintf(w, "fence     %d\n", st.FenceToken)
 		}
