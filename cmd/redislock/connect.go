@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/url"
 	"strings"
 
@@ -99,11 +98,6 @@ func (c *connFlags) rawURL(getenv func(string) string) string {
 	return getenv(urlEnv)
 }
 
-// usageError is an error in the command line: exit status 2, with usage.
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
 // redact returns raw with the password of its user info masked.
 func redact(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
@@ -142,34 +136,4 @@ func password(raw string) string {
 	}
 	_, pw, _ := strings.Cut(rest[:at], ":")
 	return pw
-}
-
-// printFlags writes every flag of fs with its default, as a manual's
-// OPTIONS: the name and value, then the usage indented. shown overrides the
-// default shown for a flag whose default is computed.
-func printFlags(w io.Writer, fs *flag.FlagSet, shown map[string]string) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		def, ok := shown[f.Name]
-		switch {
-		case ok:
-		case strings.Contains(usage, "(default"):
-			def = ""
-		case f.DefValue == "":
-			def = "none"
-		default:
-			def = f.DefValue
-		}
-		if def != "" {
-			usage += " (default: " + def + ")"
-		}
-		for l := range strings.SplitSeq(usage, "\n") {
-			fmt.Fprintln(w, "        "+l)
-		}
-	})
 }

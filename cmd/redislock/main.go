@@ -48,6 +48,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -152,4 +153,39 @@ func flagError(err error) error {
 		return err
 	}
 	return usageError{err}
+}
+
+// usageError is an error in the command line: exit status 2, with usage.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// printFlags writes every flag of fs with its default, as a manual's
+// OPTIONS: the name and value, then the usage indented. shown overrides the
+// default shown for a flag whose default is computed.
+func printFlags(w io.Writer, fs *flag.FlagSet, shown map[string]string) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		def, ok := shown[f.Name]
+		switch {
+		case ok:
+		case strings.Contains(usage, "(default"):
+			def = ""
+		case f.DefValue == "":
+			def = "none"
+		default:
+			def = f.DefValue
+		}
+		if def != "" {
+			usage += " (default: " + def + ")"
+		}
+		for l := range strings.SplitSeq(usage, "\n") {
+			fmt.Fprintln(w, "        "+l)
+		}
+	})
 }
