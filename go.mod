@@ -3,6 +3,7 @@ module github.com/seed-223c80a0/redislock
 go 1.26.8
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/redis/rueidis v1.0.79
 	github.com/stretchr/testify v1.12.1
