@@ -145,9 +145,9 @@ func TestWait_localHandoff(t *testing.T) {
 		defer cancel()
 		opt := &redislock.Options{RetryStrategy: forever, FenceKey: "fence"}
 		var results []<-chan result
-		for range 4 {
+		for i := range 4 {
 			results = append(results, obtainAsync(ctx, client, []string{"lock"}, opt))
-			time.Sleep(20 * time.Millisecond) // arrival order
+			awaitBlocked(t, i+1) // arrival order
 		}
 		eventually(t, func() bool { return queueLen(t, b, "lock") == 1 }, "one waiter of the Client queues in Redis")
 		var fence int64
@@ -193,8 +193,14 @@ func TestWait_gaveUpRacingRelease(t *testing.T) {
 	b := realBackend(t)
 	clients := []*redislock.Client{redislock.New(b.client), redislock.New(b.client)}
 	for i := range 200 {
-		holder, err := clients[0].Obtain(t.Context(), "lock", time.Minute, nil)
-		require.NoError(t, err)
+		// An attempt of a waiter that gave up may land after the waiter
+		// returned; the library releases what it took in the background,
+		// within its release timeout. The lock is free by then, and held
+		// by nobody for its TTL (a minute) when it is not.
+		free, stop := context.WithTimeout(t.Context(), redislock.DefaultReleaseTimeout+time.Second)
+		holder, err := clients[0].Obtain(free, "lock", time.Minute, &redislock.Options{RetryStrategy: redislock.LinearBackoff(10 * time.Millisecond)})
+		stop()
+		require.NoError(t, err, "round %d: the lock is held by nobody", i)
 		ctx, cancel := context.WithCancel(t.Context())
 		var got []<-chan result
 		for _, c := range clients {
@@ -354,7 +360,16 @@ func TestWait_cluster(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			got := obtainAsync(ctx, waiter, keys, &redislock.Options{RetryStrategy: forever})
-			time.Sleep(50 * time.Millisecond)
+			// The waiter queues beside the first of its keys, in that
+			// key's hash slot (its hash tag, or the key made one).
+			queue := keys[0] + ":redislock-waiters"
+			if !strings.Contains(keys[0], "{") {
+				queue = "{" + keys[0] + "}:redislock-waiters"
+			}
+			eventually(t, func() bool {
+				n, err := rc.Do(t.Context(), rc.B().Llen().Key(queue).Build()).AsInt64()
+				return err == nil && n == 1
+			}, "the waiter queues")
 			require.NoError(t, holder.Release(t.Context()))
 			r := <-got
 			require.NoError(t, r.err)
