@@ -61,10 +61,13 @@ import (
 // script (owned.lua then the script for refresh.lua and pttl.lua). Telling
 // them apart by what runs inside them (obtain.lua's get then pttl or
 // rpush, release.lua's lrem, get, lpop, del) would tie the test to the
-// scripts' insides, and a release that runs get alone looks like an obtain
-// that finds the key free. A script of unknown SHA fails the test, so a
-// change in how the scripts are built shows as a failure, never as a
-// silently wrong classification.
+// scripts' insides, which change with them, and is ambiguous: both scripts
+// begin with a get of the lock key, and a release that finds the key held
+// by another runs nothing more. A script of unknown SHA fails the test, so
+// a change in how the scripts are built shows as a failure, never as a
+// silently wrong classification. The scripts are loaded before the tests
+// (deadlineSetup): rueidis answers a NOSCRIPT by sending the same script
+// again as EVAL, one attempt that the recorder would see as two.
 
 const (
 	deadlineBackoff = 5 * time.Millisecond
