@@ -13,6 +13,27 @@ test: redis-server
 	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && go test -race -count=1 ./...); done
 	@set -e; for m in $(MODULES); do echo "== allocation budgets $$m"; (cd $$m && go test -count=1 -run='Alloc' ./...); done
 
+## test-stress: the root package and internal/, otel/ and safety/ (-short)
+## with -race -count=STRESS_COUNT (default 5) while two niced busy loops keep
+## both CPUs loaded, as on a busy CI machine; the loops are killed by their
+## pid when it ends, pass or fail. Not part of CI: it takes several minutes
+STRESS_COUNT ?= 5
+.PHONY: test-stress
+test-stress: SHELL := /bin/bash
+test-stress: redis-server
+	@nice -n 19 bash -c 'while :; do :; done' & b1=$$!; \
+	nice -n 19 bash -c 'while :; do :; done' & b2=$$!; \
+	trap 'kill $$b1 $$b2 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	echo "== busy loops $$b1 $$b2"; status=0; \
+	echo "== go test -race -count=$(STRESS_COUNT) . ./internal/..."; \
+	go test -race -count=$(STRESS_COUNT) -timeout=30m . ./internal/... || status=1; \
+	for m in $(filter otel safety,$(MODULES)); do \
+	  short=; if [ $$m = safety ]; then short=-short; fi; \
+	  echo "== go test -race -count=$(STRESS_COUNT) $$short $$m"; \
+	  (cd $$m && go test -race -count=$(STRESS_COUNT) $$short -timeout=30m ./...) || status=1; \
+	done; \
+	exit $$status
+
 ## lint: gofmt, go vet and staticcheck on every module
 lint: $(STATICCHECK)
 	@set -e; test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting" >&2; exit 1; }

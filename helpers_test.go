@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -158,4 +159,36 @@ func (f *flaky) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResu
 		_ = f.Client.Do(ctx, cmd).Error()
 	}
 	return rueidis.NewErrorResult(errInjected)
+}
+
+// awaitBlocked waits, up to 5s, until n goroutines started by obtainAsync
+// are blocked in the library itself: not running, not waiting for a Redis
+// reply (no rueidis frame on the stack), but parked in a select, a channel
+// receive or a sync.Cond. A waiter behind another of its Client makes no
+// round trip of its own: this is how a test knows that it has joined.
+func awaitBlocked(t *testing.T, n int) {
+	t.Helper()
+	count := func() int {
+		buf := make([]byte, 1<<20)
+		for {
+			if m := runtime.Stack(buf, true); m < len(buf) {
+				buf = buf[:m]
+				break
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+		blocked := 0
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			header, stack, _ := strings.Cut(g, "\n")
+			parked := strings.Contains(header, " [select") || strings.Contains(header, " [chan receive") ||
+				strings.Contains(header, " [sync.Cond.Wait")
+			if parked && strings.Contains(stack, "redislock_test.obtainAsync.func") &&
+				!strings.Contains(stack, "github.com/redis/rueidis") {
+				blocked++
+			}
+		}
+		return blocked
+	}
+	require.Eventually(t, func() bool { return count() >= n }, 5*time.Second, time.Millisecond,
+		"%d waiters blocked in the library", n)
 }

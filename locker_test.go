@@ -125,14 +125,23 @@ func TestObtain_retrySuccess(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		lock1, err := redislock.Obtain(t.Context(), b.client, "lock", time.Hour, nil)
 		require.NoError(t, err)
+		released := make(chan struct{})
 		go func() {
-			time.Sleep(20 * time.Millisecond)
+			defer close(released)
+			// Once the second Obtain waits (queued in Redis), within its
+			// retries.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if n, err := b.do("LLEN", "lock:redislock-waiters"); err == nil && n == "1" {
+					break
+				}
+			}
 			assert.NoError(t, lock1.Release(context.Background()))
 		}()
 
 		lock2, err := redislock.Obtain(t.Context(), b.client, "lock", time.Hour, &redislock.Options{
-			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(20*time.Millisecond), 5),
+			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(20*time.Millisecond), 250),
 		})
+		<-released
 		require.NoError(t, err)
 		require.NoError(t, lock2.Release(t.Context()))
 	})
@@ -331,17 +340,20 @@ func TestLock_Refresh(t *testing.T) {
 
 func TestLock_Refresh_expired(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		lock, err := redislock.Obtain(t.Context(), b.client, "lock", 20*time.Millisecond, nil)
+		obs := &counter{}
+		lock, err := redislock.New(b.client, redislock.WithObserver(obs)).Obtain(t.Context(), "lock", 20*time.Millisecond, nil)
 		require.NoError(t, err)
 		b.expire(30 * time.Millisecond)
 
-		// A lost lock is terminal: no waiting for the 100ms backoffs.
-		start := time.Now()
+		// A lost lock is terminal: no retry after the 100ms backoffs.
 		err = lock.Refresh(t.Context(), time.Hour, &redislock.Options{
 			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(100*time.Millisecond), 2),
 		})
 		require.ErrorIs(t, err, redislock.ErrNotObtained)
-		assert.Less(t, time.Since(start), 100*time.Millisecond)
+		ev := obs.last.Load()
+		assert.Equal(t, redislock.OpRefresh, ev.Op)
+		assert.Equal(t, 1, ev.Attempts, "a lost lock is retried")
+		assert.Equal(t, redislock.OutcomeLost, ev.Outcome)
 		assert.Equal(t, 0, b.dbsize(t))
 	})
 }

@@ -64,25 +64,51 @@ func (p *tcpProxy) stop() {
 	p.conns = nil
 }
 
+// awaitReplicaCaughtUp waits until master sees one replica online that has
+// acknowledged its whole replication stream (a replica acknowledges once a
+// second): a WAIT then waits for the new write alone.
+func awaitReplicaCaughtUp(t *testing.T, master *redistest.Server) {
+	t.Helper()
+	var info string
+	ok := assert.Eventually(t, func() bool {
+		var err error
+		if info, err = master.Do(t, "INFO", "replication"); err != nil {
+			return false
+		}
+		field := func(prefix string) string {
+			for line := range strings.SplitSeq(info, "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+					return v
+				}
+			}
+			return ""
+		}
+		replica := "," + field("slave0:") + ","
+		offset := field("master_repl_offset:")
+		return strings.Contains(replica, ",state=online,") && offset != "" && strings.Contains(replica, ",offset="+offset+",")
+	}, 30*time.Second, 10*time.Millisecond)
+	require.True(t, ok, "the replica never caught up: %s", info)
+}
+
 // A master with one replica behind a proxy: the replica acknowledges the
 // writes of a Client made WithReplicas(1, ...) while the proxy forwards;
 // once the proxy stops, an obtain reports ErrNotReplicated and releases
 // what it wrote, and a refresh reports it and keeps the lock. That WAIT runs
 // on the connection of the write is what makes this fail: on another
-// connection it would answer at once.
+// connection it would answer at once. The WAIT timeout is generous (a loaded
+// machine may take hundreds of milliseconds to forward a write through the
+// proxy and its acknowledgement back); once the proxy stops, each WAIT waits
+// it out.
 func TestWithReplicas(t *testing.T) {
+	const replicaTimeout = 2 * time.Second
 	redistest.Require(t)
 	master := redistest.StartServer(t, "--repl-diskless-sync-delay", "0")
 	p := startTCPProxy(t, master.Addr)
 	replica := redistest.StartServer(t, "--replicaof", "127.0.0.1", p.port(), "--repl-diskless-sync-delay", "0")
-	require.Eventually(t, func() bool {
-		// WAIT counts the replicas the master sees online.
-		info, err := master.Do(t, "INFO", "replication")
-		return err == nil && strings.Contains(info, "state=online")
-	}, 10*time.Second, 10*time.Millisecond, "the replica syncs")
+	awaitReplicaCaughtUp(t, master)
 
 	rc := master.Client(t)
-	client := redislock.New(rc, redislock.WithReplicas(1, 200*time.Millisecond))
+	client := redislock.New(rc, redislock.WithReplicas(1, replicaTimeout))
 	opt := &redislock.Options{FenceKey: "fence"}
 	lock, err := client.Obtain(t.Context(), "lock", time.Minute, opt)
 	require.NoError(t, err)
@@ -93,7 +119,10 @@ func TestWithReplicas(t *testing.T) {
 
 	// A waiter is passed the lock by the release, and confirms it.
 	got := obtainAsync(t.Context(), client, []string{"lock"}, &redislock.Options{RetryStrategy: forever})
-	time.Sleep(50 * time.Millisecond)
+	eventually(t, func() bool {
+		n, err := master.Do(t, "LLEN", "lock:redislock-waiters")
+		return err == nil && n == "1"
+	}, "the waiter queues")
 	require.NoError(t, lock.Release(t.Context()))
 	r := <-got
 	require.NoError(t, r.err)
@@ -102,7 +131,7 @@ func TestWithReplicas(t *testing.T) {
 	start := time.Now()
 	err = r.lock.Refresh(t.Context(), time.Minute, nil)
 	require.ErrorIs(t, err, redislock.ErrNotReplicated)
-	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "WAIT waited its timeout")
+	assert.GreaterOrEqual(t, time.Since(start), replicaTimeout, "WAIT waited its timeout")
 	ttl, err := r.lock.TTL(t.Context())
 	require.NoError(t, err)
 	assert.Positive(t, ttl, "a refresh that was not replicated keeps the lock")

@@ -34,7 +34,10 @@ func TestSentinel(t *testing.T) {
 		// A waiter on another Client is woken by the release.
 		obs := &counter{}
 		got := obtainAsync(t.Context(), redislock.New(rc, redislock.WithObserver(obs)), []string{key}, &redislock.Options{RetryStrategy: forever})
-		time.Sleep(50 * time.Millisecond)
+		eventually(t, func() bool {
+			n, err := rc.Do(t.Context(), rc.B().Llen().Key(key+":redislock-waiters").Build()).AsInt64()
+			return err == nil && n == 1
+		}, "the waiter queues")
 		require.NoError(t, lock.Release(t.Context()))
 		r := <-got
 		require.NoError(t, r.err)

@@ -145,9 +145,9 @@ func TestWait_localHandoff(t *testing.T) {
 		defer cancel()
 		opt := &redislock.Options{RetryStrategy: forever, FenceKey: "fence"}
 		var results []<-chan result
-		for range 4 {
+		for i := range 4 {
 			results = append(results, obtainAsync(ctx, client, []string{"lock"}, opt))
-			time.Sleep(20 * time.Millisecond) // arrival order
+			awaitBlocked(t, i+1) // arrival order
 		}
 		eventually(t, func() bool { return queueLen(t, b, "lock") == 1 }, "one waiter of the Client queues in Redis")
 		var fence int64
@@ -191,10 +191,22 @@ func TestWait_gaveUp(t *testing.T) {
 // lock is ever left held by a waiter that returned without it.
 func TestWait_gaveUpRacingRelease(t *testing.T) {
 	b := realBackend(t)
-	clients := []*redislock.Client{redislock.New(b.client), redislock.New(b.client)}
+	obs := &counter{}
+	clients := []*redislock.Client{redislock.New(b.client, redislock.WithObserver(obs)), redislock.New(b.client)}
+	held, longest := 0, time.Duration(0)
 	for i := range 200 {
-		holder, err := clients[0].Obtain(t.Context(), "lock", time.Minute, nil)
-		require.NoError(t, err)
+		// An attempt of a waiter that gave up may land after the waiter
+		// returned; the library releases what it took in the background,
+		// within its release timeout. The lock is free by then, and held
+		// by nobody for its TTL (a minute) when it is not.
+		free, stop := context.WithTimeout(t.Context(), redislock.DefaultReleaseTimeout+time.Second)
+		began := time.Now()
+		holder, err := clients[0].Obtain(free, "lock", time.Minute, &redislock.Options{RetryStrategy: redislock.LinearBackoff(10 * time.Millisecond)})
+		stop()
+		require.NoError(t, err, "round %d: the lock is held by nobody", i)
+		if obs.last.Load().Contended > 0 {
+			held, longest = held+1, max(longest, time.Since(began))
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		var got []<-chan result
 		for _, c := range clients {
@@ -213,8 +225,24 @@ func TestWait_gaveUpRacingRelease(t *testing.T) {
 			}
 		}
 		cancel()
-		eventually(t, func() bool { return b.dbsize(t) == 0 }, fmt.Sprintf("round %d: a lock or a queue is left behind", i))
+		if !assert.Eventually(t, func() bool { return b.dbsize(t) == 0 }, 5*time.Second, time.Millisecond) {
+			t.Fatalf("round %d: a lock or a queue is left behind: %s", i, describeKeys(t, b))
+		}
 	}
+	t.Logf("%d rounds found the lock held by nobody when they began, the longest for %v", held, longest.Round(time.Millisecond))
+}
+
+// describeKeys lists the keys of b with their type and remaining TTL (their
+// values hold tokens, which stay out of the test's output).
+func describeKeys(t *testing.T, b backend) string {
+	t.Helper()
+	keys, err := b.client.Do(context.Background(), b.client.B().Keys().Pattern("*").Build()).AsStrSlice()
+	require.NoError(t, err)
+	var out []string
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%s (%s, PTTL %s)", k, b.mustDo(t, "TYPE", k), b.mustDo(t, "PTTL", k)))
+	}
+	return strings.Join(out, ", ")
 }
 
 // An ObtainMulti waiter is woken when one of its keys is released, and a
@@ -354,7 +382,16 @@ func TestWait_cluster(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			got := obtainAsync(ctx, waiter, keys, &redislock.Options{RetryStrategy: forever})
-			time.Sleep(50 * time.Millisecond)
+			// The waiter queues beside the first of its keys, in that
+			// key's hash slot (its hash tag, or the key made one).
+			queue := keys[0] + ":redislock-waiters"
+			if !strings.Contains(keys[0], "{") {
+				queue = "{" + keys[0] + "}:redislock-waiters"
+			}
+			eventually(t, func() bool {
+				n, err := rc.Do(t.Context(), rc.B().Llen().Key(queue).Build()).AsInt64()
+				return err == nil && n == 1
+			}, "the waiter queues")
 			require.NoError(t, holder.Release(t.Context()))
 			r := <-got
 			require.NoError(t, r.err)

@@ -222,7 +222,13 @@ func spanScenarios() []scenario {
 			holder, err := e.plain.Obtain(ctx, e.key("a"), time.Minute, nil)
 			require.NoError(t, err)
 			go func() {
-				time.Sleep(50 * time.Millisecond)
+				// Once the waiter has queued in Redis (beside the key).
+				queue := e.key("a") + ":redislock-waiters"
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					if n, err := e.client.Do(ctx, e.client.B().Llen().Key(queue).Build()).AsInt64(); err == nil && n > 0 {
+						break
+					}
+				}
 				assert.NoError(t, holder.Release(ctx))
 			}()
 			opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Minute)}
@@ -288,9 +294,11 @@ func spanScenarios() []scenario {
 		run: func(t *testing.T, ctx context.Context, e *env) {
 			_, err := e.plain.Obtain(ctx, e.key("a"), time.Minute, nil)
 			require.NoError(t, err)
-			ctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+			// Time enough for both attempts on a loaded machine; the
+			// backoff outlasts it.
+			ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer cancel()
-			opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(100 * time.Millisecond)}
+			opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Minute)}
 			_, err = e.locker.Obtain(ctx, e.key("a"), time.Minute, opt)
 			require.ErrorIs(t, err, redislock.ErrNotObtained)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
