@@ -24,16 +24,16 @@ import (
 	"github.com/seed-223c80a0/redislock/internal/redistest"
 )
 
-// recorder is an Observer that keeps a copy of every Event, in the order
+// eventLog is an Observer that keeps a copy of every Event, in the order
 // the operations ended.
-type recorder struct {
+type eventLog struct {
 	mu     sync.Mutex
 	events []redislock.Event
 }
 
-func (r *recorder) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
+func (r *eventLog) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
 
-func (r *recorder) End(_ context.Context, ev *redislock.Event) {
+func (r *eventLog) End(_ context.Context, ev *redislock.Event) {
 	cp := *ev
 	cp.Keys = append([]string(nil), ev.Keys...)
 	r.mu.Lock()
@@ -42,7 +42,7 @@ func (r *recorder) End(_ context.Context, ev *redislock.Event) {
 }
 
 // find returns the events of op on key.
-func (r *recorder) find(op redislock.Op, key string) []redislock.Event {
+func (r *eventLog) find(op redislock.Op, key string) []redislock.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []redislock.Event
@@ -55,7 +55,7 @@ func (r *recorder) find(op redislock.Op, key string) []redislock.Event {
 }
 
 // count returns how many events of op ended with outcome.
-func (r *recorder) count(op redislock.Op, outcome redislock.Outcome) int {
+func (r *eventLog) count(op redislock.Op, outcome redislock.Outcome) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -83,7 +83,7 @@ func TestRegress_retryBudgetBesideOtherWaiters(t *testing.T) {
 		hb, err := holders.Obtain(t.Context(), "b", time.Minute, nil)
 		require.NoError(t, err)
 
-		rec := &recorder{}
+		rec := &eventLog{}
 		c := redislock.New(b.client, redislock.WithObserver(rec))
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
@@ -117,7 +117,7 @@ func TestRegress_retryBudgetBesideOtherWaiters(t *testing.T) {
 func TestRegress_watchSurvivesTransientReadOnly(t *testing.T) {
 	redistest.Require(t)
 	srv := redistest.StartServer(t)
-	rec := &recorder{}
+	rec := &eventLog{}
 	c := redislock.New(srv.Client(t), redislock.WithObserver(rec))
 	const ttl = 3 * time.Second // a refresh every 1s, a retry every 300ms
 	lock, err := c.Obtain(t.Context(), "watched", ttl, nil)
