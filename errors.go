@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -57,12 +58,11 @@ var (
 // of WithReplicas), which a resharding, a restart or a failover clear; a
 // reply means the command ran, or was refused (a replica refuses the first
 // write of a script), so its outcome is known. A closed client is terminal,
-// and so is the end of the call's own ctx. Anything else is a transport
-// error, retryable within the call's deadline, and ambiguous, since the
-// command may have been applied (but a failed dial: nothing was sent): a ctx error while the call's own ctx is
-// live is one of those (rueidis dials a missing connection with the ctx of
-// the command that needs it, and fails the commands queued behind it with
-// that ctx's error when it ends).
+// and so is the end of the call's own ctx. A command that was never sent
+// (notSent: a failed dial, or one that another call's cancellation failed)
+// is retryable, and known. Anything else is a transport error, retryable
+// within the call's deadline, and ambiguous, since the command may have
+// been applied.
 func classify(ctx context.Context, err error) (retryable, ambiguous bool) {
 	if errors.Is(err, ErrNotReplicated) {
 		return false, false // known, and what it wrote is released
@@ -77,16 +77,28 @@ func classify(ctx context.Context, err error) (retryable, ambiguous bool) {
 	if errors.Is(err, rueidis.ErrClosing) {
 		return false, true
 	}
-	if isCtxErr(err) && ctx.Err() != nil {
+	if isCtxErr(err) && ownCtxEnded(ctx) {
 		return false, true
 	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true, false // no connection: the command never left
+	if notSent(ctx, err) {
+		return true, false
 	}
 	return true, true
 }
 
+// ownCtxEnded reports whether the call's own ctx has ended, by its Err or
+// by the clock: a dial bounded by the ctx deadline may fail an instant
+// before the ctx's own timer fires.
+func ownCtxEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	deadline, ok := ctx.Deadline()
+	return ok && !time.Now().Before(deadline)
+}
+
+// isCtxErr reports whether err is, or wraps, a ctx error (a net timeout
+// bounded by a ctx deadline is one).
 func isCtxErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
@@ -112,4 +124,29 @@ func notObtained(l *Lock, random bool, lastErr, ctxErr error) error {
 	default:
 		return fmt.Errorf("redislock: obtain %q: %w: %w", l.keys[0], lastErr, ctxErr)
 	}
+}
+
+// notSent reports whether err is that of a command that never left the
+// client: a failed dial, or a ctx error while the call's own ctx is live
+// (rueidis dials a missing connection with the ctx of the command that
+// needs it, and fails the commands queued behind it with that ctx's error
+// when it ends).
+func notSent(ctx context.Context, err error) bool {
+	if err == nil {
+		return false
+	}
+	if isCtxErr(err) {
+		return !ownCtxEnded(ctx)
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// errNotSent returns an error for a command that another call's
+// cancellation failed that does not read as this call's ctx ending.
+func errNotSent(err error) error {
+	if !isCtxErr(err) {
+		return err
+	}
+	return fmt.Errorf("redislock: no connection: the call that was dialling it ended (%v)", err)
 }

@@ -228,7 +228,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 		defer cancel()
 	}
-	tries, err := c.release(ctx, l, "", false)
+	tries, err := c.release(ctx, l, byHolder, "")
 	if ev != nil {
 		ev.Attempts = tries
 	}
@@ -242,11 +242,27 @@ func (l *Lock) Release(ctx context.Context) error {
 	return err
 }
 
-// maxUnknownReleases is how many tries of a release may end with an
+// maxUnknownReleases is how many tries of a Release may end with an
 // unknown outcome (sent, no reply) before it gives up: one more try after
 // such a failure lands on a new connection; more would keep the caller
 // waiting on a link that loses replies, for an answer it cannot get.
 const maxUnknownReleases = 2
+
+// releaser is who gives a lock back, which decides how release tries.
+type releaser uint8
+
+const (
+	// byHolder: a Release, of a lock its token obtained; the caller waits.
+	byHolder releaser = iota
+	// byGiveBack: a waiter that returned without the lock gives back what
+	// it may hold (its queue entry, a lock passed to it), or an obtain
+	// that was not replicated takes back its write; in the background.
+	byGiveBack
+	// byCleanup: an obtain whose outcome is unknown; the lost command may
+	// still be on its way (on another connection), so "not held" is tried
+	// again too; in the background.
+	byCleanup
+)
 
 // release gives l back with the kind's release script: it deletes the keys
 // if l's token holds them all, and passes the lock to the first waiter (one
@@ -257,18 +273,16 @@ const maxUnknownReleases = 2
 //
 // After a transport error (classify) it tries again, waiting 25ms, then
 // twice as long each time up to 500ms, until ctx ends or the release timeout
-// has passed since the first failure, and at most once after a try whose
-// outcome is unknown (maxUnknownReleases); a command that was not sent (a
-// failed dial, or one that another call's cancellation failed) is always
-// tried again. A try that finds the lock not held
-// after one whose outcome is unknown returns that one's error: the lock is
-// no longer held by the token, but whether this release freed it or it had
-// expired is unknown; so does a release that gives up after such a try.
-// With lost set (the cleanup of an obtain whose outcome is
-// unknown: the lost command may still be on its way, on another
-// connection), it tries again after "not held" too. The error is the last
-// try's: a nil reply (rueidis.IsRedisNil) when the lock is not held.
-func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) (tries int, err error) {
+// has passed since the first failure; a Release at most once more after a
+// try whose outcome is unknown (maxUnknownReleases), while a command that
+// was not sent (a failed dial, or one that another call's cancellation
+// failed) is always tried again. A try that finds the lock not held after
+// one whose outcome is unknown returns that one's error: the lock is no
+// longer held by the token, but whether this release freed it or it had
+// expired is unknown; so does a release that gives up after such a try. A
+// cleanup tries again after "not held" too. The error is the last try's: a
+// nil reply (rueidis.IsRedisNil) when the lock is not held.
+func (c *Client) release(ctx context.Context, l *Lock, by releaser, drop string) (tries int, err error) {
 	var (
 		deadline time.Time
 		pause    = 25 * time.Millisecond
@@ -278,14 +292,14 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) (
 	)
 	for {
 		tries++
-		err = c.releaseOnce(ctx, l, drop)
+		err = c.releaseOnce(ctx, l, by, drop)
 		notHeld := rueidis.IsRedisNil(err)
 		switch {
 		case err == nil:
 			return tries, nil
-		case notHeld && !lost && unknown != nil:
+		case notHeld && by != byCleanup && unknown != nil:
 			return tries, unknown
-		case notHeld && !lost:
+		case notHeld && by != byCleanup:
 			return tries, err
 		case !notHeld:
 			retryable, ambiguous := classify(ctx, err)
@@ -293,15 +307,18 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) (
 				unknown = err
 				unknowns++
 			}
-			if !retryable || unknowns > maxUnknownReleases {
+			if !retryable || (by == byHolder && unknowns >= maxUnknownReleases) {
+				if unknown != nil {
+					return tries, unknown
+				}
 				return tries, err
 			}
 		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(c.releaseTimeout)
-		}
 		if unknown != nil {
 			err = unknown // what the caller must know: the outcome is unknown
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.releaseTimeout)
 		}
 		if time.Now().Add(pause).After(deadline) {
 			return tries, err
@@ -322,7 +339,7 @@ func (c *Client) release(ctx context.Context, l *Lock, drop string, lost bool) (
 }
 
 // releaseOnce is one try of release.
-func (c *Client) releaseOnce(ctx context.Context, l *Lock, drop string) error {
+func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop string) error {
 	var w *waiter
 	if c.queues.n.Load() > 0 {
 		w = c.queues.offer(l.keys)
@@ -338,9 +355,9 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, drop string) error {
 	if w == nil {
 		return err
 	}
-	switch giveBack, granted := c.queues.settleOffer(w, code, err); {
+	switch giveBack, granted := c.queues.settleOffer(w, code, err, by == byHolder); {
 	case giveBack:
-		go c.giveBack(w)
+		c.startGiveBack(w)
 	case granted:
 		// Hand the processor to the new holder, as sync.Mutex does in
 		// starvation mode: the releaser may block next (a sleep, a
@@ -351,15 +368,19 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, drop string) error {
 	return err
 }
 
-// giveBack gives back what a waiter that returned without the lock may
-// hold in Redis, in the background and within the release timeout: its
-// entry in the wait queues, and the lock when it was granted (passed on to
-// the next waiter, as a Release does).
-func (c *Client) giveBack(w *waiter) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
-	defer cancel()
-	_, _ = c.release(ctx, w.l, w.entry, false)
-	c.sub.unregister(w)
+// startGiveBack gives back, in the background and within the release
+// timeout, what a waiter that returned without the lock may hold in Redis:
+// its entry in the wait queues, and the lock when it was granted (passed on
+// to the next waiter, as a Release does). Until it is done, an Obtain of
+// this Client with the same token waits for it (localQueues.awaitSettled).
+func (c *Client) startGiveBack(w *waiter) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
+		defer cancel()
+		_, _ = c.release(ctx, w.l, byGiveBack, w.entry)
+		c.sub.unregister(w)
+		c.queues.gaveBack(w)
+	}()
 }
 
 // cleanup releases, in the background and within the release timeout, what
@@ -370,5 +391,5 @@ func (c *Client) giveBack(w *waiter) {
 func (c *Client) cleanup(l *Lock) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.releaseTimeout)
 	defer cancel()
-	_, _ = c.release(ctx, l, "", true)
+	_, _ = c.release(ctx, l, byCleanup, "")
 }

@@ -81,6 +81,10 @@ func (a *obtainCall) validate(ctx context.Context, ttl time.Duration) error {
 	}
 	if o != nil && o.Token != "" {
 		l.token = o.Token
+		// A waiter of this Client with the same token that gave up may
+		// still be giving back what it held: what this call takes would
+		// be given back too.
+		a.c.queues.awaitSettled(ctx, l.token, a.c.releaseTimeout)
 	} else {
 		l.setRandomToken()
 	}
@@ -112,6 +116,13 @@ func (a *obtainCall) run(ctx context.Context) error {
 		if !waiting {
 			if done, err := a.attempt(ctx, false); done {
 				return err
+			}
+		}
+		if a.w != nil {
+			// A grant may have come while the attempt was in flight:
+			// it is taken, whatever the strategy says next.
+			if granted, fence := a.c.queues.granted(a.w); granted {
+				return a.take(ctx, fence)
 			}
 		}
 		backoff := a.r.next(ctx)
@@ -168,25 +179,22 @@ func (a *obtainCall) margin() time.Duration {
 
 // attempt is step 2: one attempt, and what it means. done reports that the
 // obtain ends, with err. With queueOnly (the first wait's attempt), it is
-// sent only when it queues the waiter in Redis.
+// sent only when it queues the waiter in Redis. A command that another
+// call's cancellation failed before it was sent (classify) is sent again
+// at once, once: it never reached Redis.
 func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, err error) {
 	if a.w != nil && a.r.deadline && time.Until(a.r.limit) < a.margin() {
 		return true, a.giveUp(context.DeadlineExceeded)
 	}
-	again, queued := a.queue(ctx)
-	if queueOnly && !queued {
+	mode := a.queue(ctx)
+	if queueOnly && mode != queueFirst && mode != queueAgain {
 		return false, nil
 	}
 	t0 := time.Now()
 	a.stats.attempts++
-	var rep attemptReply
-	switch {
-	case queued:
-		rep = a.sendQueued(ctx, again)
-	case a.plain():
-		rep = a.c.tryPlain(ctx, a.l, a.ttl)
-	default:
-		rep = a.c.tryObtain(ctx, a.l, a.keys(), a.args(false, ""))
+	rep := a.send(ctx, mode)
+	if notSent(ctx, rep.err) && !rep.abandoned && !ownCtxEnded(ctx) {
+		rep = a.send(ctx, a.queue(ctx))
 	}
 	a.rtt = time.Since(t0)
 	switch {
@@ -207,11 +215,26 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 		return true, a.giveUp(nil)
 	}
 	retryable, ambiguous := classify(ctx, rep.err)
+	if notSent(ctx, rep.err) {
+		a.lastErr = errNotSent(rep.err)
+	}
 	a.unknown = a.unknown || ambiguous
 	if !retryable {
 		return true, a.giveUp(nil)
 	}
 	return false, nil
+}
+
+// send sends one attempt, queueing the waiter in Redis as mode says.
+func (a *obtainCall) send(ctx context.Context, mode queueMode) attemptReply {
+	switch {
+	case mode == queueFirst || mode == queueAgain:
+		return a.sendQueued(ctx, mode)
+	case a.plain():
+		return a.c.tryPlain(ctx, a.l, a.ttl)
+	default:
+		return a.c.tryObtain(ctx, a.l, a.keys(), a.args(mode, ""))
+	}
 }
 
 // plain tells whether an attempt may be a plain SET NX PX: the first
@@ -222,18 +245,38 @@ func (a *obtainCall) plain() bool {
 		(a.o == nil || (a.o.Token == "" && a.o.FenceKey == ""))
 }
 
-// queue decides whether the coming attempt queues the waiter in Redis: only
+// queueMode is how an attempt treats the waiter's place in Redis' queue
+// (obtain.lua's ARGV[7]).
+type queueMode uint8
+
+const (
+	queueNone  queueMode = iota // not in Redis' queue, and not to be
+	queueFirst                  // to be queued, for the first time ("0")
+	queueAgain                  // to be queued unless it is already ("1")
+	queueLeave                  // it may be queued but cannot hear of a grant: never queued, taken out if it obtains ("2")
+)
+
+// queue decides how the coming attempt treats Redis' queue: it queues only
 // its Client's first waiter, while the lock is not held by a goroutine of
 // its Client, and once the Client's channel is up (else nothing would tell
-// it of a grant, and it waits by the backoff).
-func (a *obtainCall) queue(ctx context.Context) (again, ok bool) {
-	if a.w == nil || !a.c.queues.mayQueue(a.w) {
-		return false, false
+// it of a grant, and it waits by the backoff); a waiter that may be queued
+// already and is not to be queued now is taken out if it obtains.
+func (a *obtainCall) queue(ctx context.Context) queueMode {
+	if a.w == nil {
+		return queueNone
 	}
-	if !a.c.sub.register(ctx, a.w, a.r.limit) {
-		return false, false
+	if a.c.queues.mayQueue(a.w) && a.c.sub.register(ctx, a.w, a.r.limit) {
+		switch again, ok := a.c.queues.expose(a.w); {
+		case ok && again:
+			return queueAgain
+		case ok:
+			return queueFirst
+		}
 	}
-	return a.c.queues.expose(a.w)
+	if a.c.queues.exposed(a.w) {
+		return queueLeave
+	}
+	return queueNone
 }
 
 // keys returns obtain.lua's KEYS: the lock keys, and the fence key last
@@ -248,22 +291,21 @@ func (a *obtainCall) keys() []string {
 	return keys
 }
 
-// args returns obtain.lua's ARGV; with entry, the waiter is queued in Redis
-// when it finds the lock held.
-func (a *obtainCall) args(again bool, entry string) []string {
+// args returns obtain.lua's ARGV; with a queue mode, the waiter's entry
+// and what to do with it.
+func (a *obtainCall) args(mode queueMode, entry string) []string {
 	fenced := "0"
 	if a.o.fenceKey() != "" {
 		fenced = "1"
 	}
 	args := []string{a.l.token, a.ttl, a.l.metadata, fenced}
-	if entry != "" {
+	if mode != queueNone {
+		if entry == "" {
+			entry = a.w.entry
+		}
 		// The queue is kept while this waiter may wait, and a second more.
 		keep := time.Until(a.r.limit).Milliseconds() + 1000
-		queued := "0"
-		if again {
-			queued = "1"
-		}
-		args = append(args, entry, strconv.FormatInt(max(keep, 1000), 10), queued)
+		args = append(args, entry, strconv.FormatInt(max(keep, 1000), 10), strconv.Itoa(int(mode)-1))
 	}
 	return args
 }
@@ -273,9 +315,9 @@ func (a *obtainCall) args(again bool, entry string) []string {
 // release timeout), so that a waiter that gives up while it is in flight
 // gives back what it may hold only once Redis has run it: the attempt can
 // then no longer queue it again behind the give-back's back.
-func (a *obtainCall) sendQueued(ctx context.Context, again bool) attemptReply {
+func (a *obtainCall) sendQueued(ctx context.Context, mode queueMode) attemptReply {
 	c, l, w := a.c, a.l, a.w
-	keys, args := a.keys(), a.args(again, w.entry)
+	keys, args := a.keys(), a.args(mode, w.entry)
 	replies := make(chan attemptReply, 1)
 	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), a.r.limit.Add(c.releaseTimeout))
 	go func() {
@@ -285,14 +327,14 @@ func (a *obtainCall) sendQueued(ctx context.Context, again bool) attemptReply {
 	select {
 	case rep := <-replies:
 		if c.queues.settle(w) {
-			go c.giveBack(w)
+			c.startGiveBack(w)
 		}
 		return rep
 	case <-ctx.Done():
 		go func() {
 			<-replies
 			if c.queues.settle(w) {
-				c.giveBack(w)
+				c.startGiveBack(w)
 			}
 		}()
 		return attemptReply{err: ctx.Err(), abandoned: true}
@@ -350,7 +392,7 @@ func (a *obtainCall) leave(obtained bool) {
 	c, w := a.c, a.w
 	switch giveBack, done := c.queues.leave(w, obtained); {
 	case giveBack:
-		go c.giveBack(w)
+		c.startGiveBack(w)
 	case done:
 		c.sub.unregister(w)
 	}

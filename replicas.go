@@ -123,7 +123,7 @@ func (c *Client) notReplicated(what string, l *Lock, acked int64) error {
 func (c *Client) unwrite(ctx context.Context, l *Lock) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 	defer cancel()
-	_, _ = c.release(ctx, l, "", false)
+	_, _ = c.release(ctx, l, byGiveBack, "")
 }
 
 // confirm makes sure that a lock passed to a waiter of a Client made

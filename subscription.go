@@ -66,7 +66,8 @@ func (s *subscription) init(c *Client) {
 // register makes sure the channel is up (starting it, and waiting for the
 // start until ctx ends, deadline passes, or the release timeout) and that messages for w's token
 // reach w; false when there is no channel: w is then not to be queued in
-// Redis, since nothing would tell it of a grant.
+// Redis, since nothing would tell it of a grant; false too while another
+// waiter with the same token is registered.
 func (s *subscription) register(ctx context.Context, w *waiter, deadline time.Time) bool {
 	s.mu.Lock()
 	if s.idle != nil {
@@ -94,6 +95,12 @@ func (s *subscription) register(ctx context.Context, w *waiter, deadline time.Ti
 	}
 	if s.waiters == nil {
 		s.waiters = make(map[string]*waiter)
+	}
+	if other := s.waiters[w.l.token]; other != nil && other != w {
+		// A grant names a token: of two waiters with one (custom)
+		// token, only one may be queued in Redis, or a grant for the
+		// keys of one could reach the other.
+		return false
 	}
 	s.waiters[w.l.token] = w
 	return true
@@ -193,7 +200,7 @@ func (s *subscription) onMessage(m rueidis.PubSubMessage) {
 		return
 	}
 	if s.c.queues.grant(w, fence) {
-		go s.c.giveBack(w)
+		s.c.startGiveBack(w)
 	}
 }
 

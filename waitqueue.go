@@ -11,10 +11,12 @@ package redislock
 // (giveBack), so that they are tested without Redis (waitqueue_test.go).
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -56,7 +58,6 @@ const (
 // the mutex of its Client's localQueues.
 type waiter struct {
 	l      *Lock
-	o      *Options
 	entry  string // its entry in Redis' wait queues (lua/queue.lua)
 	q      *keyQueue
 	signal chan struct{} // cap 1: news (a grant, a wake-up)
@@ -138,6 +139,17 @@ type localQueues struct {
 	n    atomic.Int64 // waiters in all: a Release looks no further when 0
 	mu   sync.Mutex
 	keys map[string]*keyQueue
+
+	// The tokens of waiters that returned without the lock and whose
+	// give-back is not done: an Obtain of the same (custom) token waits
+	// for it, or the give-back could release what that Obtain takes.
+	nSettling atomic.Int64
+	settling  map[string]*settlingToken
+}
+
+type settlingToken struct {
+	n    int
+	done chan struct{} // closed when n drops to 0
 }
 
 // queueName is the name of the local queue of keys: the key itself, or the
@@ -152,7 +164,7 @@ func queueName(keys []string) string {
 // newWaiter returns a waiter for l; channel names its Client's pub/sub
 // channel, which its entry carries.
 func newWaiter(l *Lock, ttl string, o *Options, channel string) *waiter {
-	return &waiter{l: l, o: o, entry: buildEntry(channel, l, ttl, o), signal: make(chan struct{}, 1)}
+	return &waiter{l: l, entry: buildEntry(channel, l, ttl, o), signal: make(chan struct{}, 1)}
 }
 
 // join puts w at the end of its queue. With behind set, it does so only
@@ -195,6 +207,13 @@ func (qs *localQueues) mayQueue(w *waiter) bool {
 	return w.q.first() == w && !w.q.local
 }
 
+// exposed tells whether w may be queued in Redis, or granted there.
+func (qs *localQueues) exposed(w *waiter) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.state != wsLocal
+}
+
 // expose records that an attempt carrying w's entry is about to be sent,
 // when w may still be queued in Redis (mayQueue); again reports that an
 // earlier command exposed it already (it may be queued). Every expose that
@@ -232,6 +251,9 @@ func (qs *localQueues) grant(w *waiter, fence int64) (giveBack bool) {
 		w.fence = fence
 	}
 	giveBack = w.step(evGrant)
+	if giveBack {
+		qs.markSettling(w.l.token) // granted after it gave back
+	}
 	w.wake()
 	return giveBack
 }
@@ -256,6 +278,9 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		w.step(evObtain)
 	} else {
 		giveBack = w.step(evGiveUp)
+		if giveBack || w.state == wsLeaving {
+			qs.markSettling(w.l.token) // the give-back now, or once settled
+		}
 	}
 	qs.n.Add(-1)
 	switch next := q.first(); {
@@ -267,6 +292,58 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		next.wake()
 	}
 	return giveBack, w.state == wsObtained || (w.state == wsLeft && !giveBack)
+}
+
+// markSettling records that a give-back of token is pending. Called with
+// qs.mu held.
+func (qs *localQueues) markSettling(token string) {
+	if qs.settling == nil {
+		qs.settling = make(map[string]*settlingToken)
+	}
+	st := qs.settling[token]
+	if st == nil {
+		st = &settlingToken{done: make(chan struct{})}
+		qs.settling[token] = st
+	}
+	st.n++
+	qs.nSettling.Add(1)
+}
+
+// gaveBack records that a give-back of w (each was marked once: when w
+// left, or when a grant reached it after it had given back) is done.
+func (qs *localQueues) gaveBack(w *waiter) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	st := qs.settling[w.l.token]
+	if st == nil {
+		return
+	}
+	qs.nSettling.Add(-1)
+	if st.n--; st.n == 0 {
+		close(st.done)
+		delete(qs.settling, w.l.token)
+	}
+}
+
+// awaitSettled waits until no give-back of token is pending, the ctx ends,
+// or timeout passes.
+func (qs *localQueues) awaitSettled(ctx context.Context, token string, timeout time.Duration) {
+	if qs.nSettling.Load() == 0 {
+		return
+	}
+	qs.mu.Lock()
+	st := qs.settling[token]
+	qs.mu.Unlock()
+	if st == nil {
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-st.done:
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // offer returns the first waiter for keys, exposed, for a Release of this
@@ -294,14 +371,19 @@ func (qs *localQueues) offer(keys []string) *waiter {
 // the lock (w's next attempt finds it its own); after a nil reply (the
 // releasing token held nothing) nothing changed. Unless w has it, the first waiter of
 // the queue (w, or the one after it when w has returned) goes on.
-func (qs *localQueues) settleOffer(w *waiter, code int64, err error) (giveBack, granted bool) {
+func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool) (giveBack, granted bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	granted = err == nil && code >= 3
-	if rueidis.IsRedisNil(err) {
-		// The release had nothing to give (its token held no lock):
-		// nothing changed for w, nor for the queue.
+	if rueidis.IsRedisNil(err) && !holder {
+		// A give-back or a cleanup had nothing to give (its token held no
+		// lock): nothing changed for w, nor for the queue.
 		return w.step(evSettle), false
+	}
+	if rueidis.IsRedisNil(err) {
+		// The holder's lock had expired: the lock is not held by this
+		// Client any more, and the first waiter goes on.
+		err = nil
 	}
 	if granted {
 		if w.state == wsExposed {

@@ -41,7 +41,9 @@ type queueModel struct {
 	local   map[string]bool // the lock is held by a waiter of this Client
 	offers  []*mWaiter      // offers in flight
 	exposes []*mWaiter      // attempts in flight
-	log     []string
+	// give-backs asked and not done
+	pendingGiveBacks []*mWaiter
+	log              []string
 }
 
 func (m *queueModel) fail(format string, args ...any) {
@@ -71,6 +73,7 @@ func (m *queueModel) giveBack(mw *mWaiter, asked bool) {
 		return
 	}
 	mw.gaveBack++
+	m.pendingGiveBacks = append(m.pendingGiveBacks, mw)
 	if mw.inflight > 0 {
 		mw.gaveBackEarly = true
 	}
@@ -160,8 +163,9 @@ func (m *queueModel) settleOffer(i int) {
 		err = errors.New("transport")
 	}
 	m.drain(mw)
-	asked, granted := m.qs.settleOffer(mw.w, code, err)
-	m.log = append(m.log, fmt.Sprintf("settle offer %s: code=%d err=%v give back=%v", mw.w.l.token, code, err, asked))
+	holder := m.rng.IntN(2) == 0 // a Release, or a give-back or cleanup
+	asked, granted := m.qs.settleOffer(mw.w, code, err, holder)
+	m.log = append(m.log, fmt.Sprintf("settle offer %s: code=%d err=%v holder=%v give back=%v", mw.w.l.token, code, err, holder, asked))
 	m.giveBack(mw, asked)
 	if granted != (err == nil && code >= 3) {
 		m.fail("settle offer %s: granted=%v", mw.w.l.token, granted)
@@ -170,14 +174,17 @@ func (m *queueModel) settleOffer(i int) {
 		if !mw.returned {
 			mw.granted = true
 		}
-	} else if err == nil {
+	} else if err == nil || (holder && rueidis.IsRedisNil(err)) {
+		// Freed, passed to a waiter in Redis, or, for a Release, found
+		// expired: this Client no longer holds the lock.
 		m.local[mw.key] = false
 	}
 	if want := mw.returned && !mw.obtained && mw.inflight == 0; asked != want {
 		m.fail("settle offer %s: give back=%v, want %v", mw.w.l.token, asked, want)
 	}
-	if rueidis.IsRedisNil(err) {
-		// Nothing changed: nobody is woken for nothing.
+	if rueidis.IsRedisNil(err) && !holder {
+		// A give-back or a cleanup that held nothing changed nothing:
+		// nobody is woken for nothing.
 		if mw.inQueue && m.drain(mw) {
 			m.fail("settle offer %s: a nil reply woke it", mw.w.l.token)
 		}
@@ -306,6 +313,17 @@ func (m *queueModel) finish() {
 	}
 	for len(m.offers) > 0 {
 		m.settleOffer(0)
+	}
+	// An Obtain with a waiter's token waits while a give-back of it is
+	// pending: each give-back asked counts once, until it is done.
+	for _, mw := range m.pendingGiveBacks {
+		if m.qs.nSettling.Load() == 0 {
+			m.fail("a give-back of %s is pending, but no token is settling", mw.w.l.token)
+		}
+		m.qs.gaveBack(mw.w)
+	}
+	if n := m.qs.nSettling.Load(); n != 0 || len(m.qs.settling) != 0 {
+		m.fail("every give-back is done, yet %d tokens are settling", n)
 	}
 	for _, mw := range m.all {
 		if !mw.returned || mw.obtained {

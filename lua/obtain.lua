@@ -8,7 +8,9 @@
 -- ARGV[4]     "1" when the last key is the fence counter, else "0"
 -- ARGV[5]     optional: the waiter's queue entry ("" or absent: no queue)
 -- ARGV[6]     with ARGV[5]: how long the queue is kept, in milliseconds
--- ARGV[7]     with ARGV[5]: "1" when the entry may be queued already
+-- ARGV[7]     with ARGV[5]: "0" to queue the entry; "1" to queue it unless
+--             it is queued already; "2" never to queue it (a waiter that
+--             cannot hear of a grant), only to take it out on success
 --
 -- Reply: the fence token (0 without a fence counter), >= 0, once every lock
 -- key holds the token with the new TTL; -1 - t when another token holds a
@@ -36,7 +38,7 @@ for i = 1, n do
 			-- alone: the holder's TTL is the first waiter's to watch.
 			local q = entry ~= "" and queue(KEYS[i])
 			local ahead = false
-			if q and not (ARGV[7] == "1" and try("lpos", q, entry)) then
+			if q and ARGV[7] ~= "2" and not (ARGV[7] == "1" and try("lpos", q, entry)) then
 				local len = try("rpush", q, entry)
 				if len == 1 then
 					try("pexpire", q, ARGV[6])
@@ -75,7 +77,7 @@ end
 for i = 1, n do
 	redis.call("set", KEYS[i], value, "px", ttl)
 end
-if entry ~= "" and ARGV[7] == "1" then
+if entry ~= "" and ARGV[7] ~= "0" then
 	dequeue(entry, n)
 end
 return fence
