@@ -191,6 +191,10 @@ func TestWait_gaveUp(t *testing.T) {
 // lock is ever left held by a waiter that returned without it.
 func TestWait_gaveUpRacingRelease(t *testing.T) {
 	b := realBackend(t)
+	// Every connection open: rueidis dials a missing one with the ctx of
+	// the command that needs it, and a cancelled waiter's ctx would fail
+	// the commands queued behind it (a Release among them).
+	benchWarmClient(t, b.client)
 	obs := &counter{}
 	clients := []*redislock.Client{redislock.New(b.client, redislock.WithObserver(obs)), redislock.New(b.client)}
 	held, longest := 0, time.Duration(0)
