@@ -273,7 +273,7 @@ func (a *obtainCall) queue(ctx context.Context) queueMode {
 			return queueFirst
 		}
 	}
-	if a.c.queues.exposed(a.w) {
+	if a.c.queues.sentEntry(a.w) {
 		return queueLeave
 	}
 	return queueNone

@@ -65,6 +65,7 @@ type waiter struct {
 	state    waiterState
 	inflight int   // commands that may queue or grant it, not yet settled
 	fence    int64 // with wsGranted
+	sent     bool  // an attempt carried its entry: it may be in Redis' queue
 }
 
 // step applies e to w, and reports whether what w may hold in Redis (a
@@ -207,16 +208,17 @@ func (qs *localQueues) mayQueue(w *waiter) bool {
 	return w.q.first() == w && !w.q.local
 }
 
-// exposed tells whether w may be queued in Redis, or granted there.
-func (qs *localQueues) exposed(w *waiter) bool {
+// sentEntry tells whether an attempt carried w's entry: it may be in
+// Redis' queue.
+func (qs *localQueues) sentEntry(w *waiter) bool {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	return w.state != wsLocal
+	return w.sent
 }
 
 // expose records that an attempt carrying w's entry is about to be sent,
 // when w may still be queued in Redis (mayQueue); again reports that an
-// earlier command exposed it already (it may be queued). Every expose that
+// earlier attempt carried its entry (it may be queued). Every expose that
 // returns ok is followed by one settle.
 func (qs *localQueues) expose(w *waiter) (again, ok bool) {
 	qs.mu.Lock()
@@ -224,7 +226,7 @@ func (qs *localQueues) expose(w *waiter) (again, ok bool) {
 	if w.q.first() != w || w.q.local {
 		return false, false
 	}
-	again = w.state != wsLocal
+	again, w.sent = w.sent, true
 	w.step(evExpose)
 	return again, true
 }

@@ -18,6 +18,7 @@ type mWaiter struct {
 	returned bool // its Obtain returned
 	obtained bool // with the lock
 	mayHold  bool // Redis may have queued or granted it: exposed, offered or granted
+	sent     bool // an attempt carried its entry
 	granted  bool
 	inflight int // its exposes (attempts, offers) not yet settled
 	gaveBack int // give-backs the queue asked for
@@ -105,10 +106,10 @@ func (m *queueModel) expose(mw *mWaiter) {
 		m.fail("expose %s: ok=%v, want %v", mw.w.l.token, ok, want)
 	}
 	if ok {
-		if again != mw.mayHold {
-			m.fail("expose %s: again=%v, but may hold=%v", mw.w.l.token, again, mw.mayHold)
+		if again != mw.sent {
+			m.fail("expose %s: again=%v, but an earlier attempt carried its entry=%v", mw.w.l.token, again, mw.sent)
 		}
-		mw.mayHold = true
+		mw.mayHold, mw.sent = true, true
 		mw.inflight++
 		m.exposes = append(m.exposes, mw)
 	}
