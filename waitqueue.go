@@ -394,13 +394,21 @@ func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool
 		giveBack = w.step(evGrant)
 	}
 	giveBack = w.step(evSettle) || giveBack
-	w.wake()
+	if granted {
+		w.wake()
+		return giveBack, granted
+	}
 	// The queue w was in, or the one that replaced it when it emptied.
-	if q := qs.keys[w.q.name]; q != nil && !granted {
-		if err == nil {
-			q.local = false
-		}
-		if first := q.first(); first != nil && !q.local {
+	q := qs.keys[w.q.name]
+	if q != nil && err == nil {
+		q.local = false
+	}
+	// The first waiter goes on: w, or, when w has returned, the one now
+	// first (unless the lock is still this Client's).
+	if w.state != wsLeaving && w.state != wsLeft {
+		w.wake()
+	} else if q != nil && !q.local {
+		if first := q.first(); first != nil {
 			first.wake()
 		}
 	}

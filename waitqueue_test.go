@@ -191,9 +191,20 @@ func (m *queueModel) settleOffer(i int) {
 		}
 		return
 	}
-	// Unless it has the lock, the first waiter goes on.
-	if q := m.queues[mw.key]; !granted && len(q) > 0 && !m.local[mw.key] && !m.drain(q[0]) {
-		m.fail("settle offer %s: the first waiter %s was not woken", mw.w.l.token, q[0].w.l.token)
+	// Unless it has the lock, the offered waiter goes on; when it has
+	// returned, the first waiter of the queue does, unless the lock is still
+	// this Client's.
+	if granted || mw.obtained {
+		return
+	}
+	if !mw.returned {
+		if !m.drain(mw) {
+			m.fail("settle offer %s (code %d): not woken", mw.w.l.token, code)
+		}
+		return
+	}
+	if q := m.queues[mw.key]; len(q) > 0 && !m.local[mw.key] && !m.drain(q[0]) {
+		m.fail("settle offer %s (code %d): it returned, and the first waiter %s was not woken", mw.w.l.token, code, q[0].w.l.token)
 	}
 }
 
