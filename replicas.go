@@ -20,9 +20,9 @@ var ErrNotReplicated = errors.New("redislock: not replicated")
 // WithReplicas makes every obtain and refresh of the Client wait, after its
 // write, until n replicas acknowledged it or timeout passed (Redis' WAIT),
 // so that a lock it reports survives the failover of its master to one of
-// those replicas. When fewer acknowledge, Obtain and ObtainMulti release
-// what they wrote and return an error wrapping ErrNotReplicated (not
-// ErrNotObtained); Refresh returns it and keeps the lock. A lock passed to a
+// those replicas. When fewer acknowledge, Obtain and ObtainMulti return an
+// error wrapping ErrNotReplicated (not ErrNotObtained) and release what
+// they wrote, in the background within the release timeout; Refresh returns it and keeps the lock. A lock passed to a
 // waiter by a release is confirmed likewise, with a refresh to its own TTL.
 //
 // WAIT counts the writes of its own connection, so each write runs with its
@@ -118,12 +118,17 @@ func (c *Client) notReplicated(what string, l *Lock, acked int64) error {
 		ErrNotReplicated, what, l.keys[0], acked, c.replicas, c.replicaTimeout)
 }
 
-// unwrite releases, detached from ctx and within the release timeout, what
-// an obtain that was not replicated wrote.
+// unwrite releases what an obtain that was not replicated wrote, in the
+// background and within the release timeout (trying again after a
+// transport error, as a give-back does), so that the obtain returns by its
+// ctx deadline.
 func (c *Client) unwrite(ctx context.Context, l *Lock) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
-	defer cancel()
-	_, _ = c.release(ctx, l, byGiveBack, "")
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, c.releaseTimeout)
+		defer cancel()
+		_, _ = c.release(ctx, l, byGiveBack, "")
+	}()
 }
 
 // confirm makes sure that a lock passed to a waiter of a Client made
