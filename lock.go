@@ -242,12 +242,6 @@ func (l *Lock) Release(ctx context.Context) error {
 	return err
 }
 
-// maxUnknownReleases is how many tries of a Release may end with an
-// unknown outcome (sent, no reply) before it gives up: one more try after
-// such a failure lands on a new connection; more would keep the caller
-// waiting on a link that loses replies, for an answer it cannot get.
-const maxUnknownReleases = 2
-
 // releaser is who gives a lock back, which decides how release tries.
 type releaser uint8
 
@@ -273,10 +267,11 @@ const (
 //
 // After a transport error (classify) it tries again, waiting 25ms, then
 // twice as long each time up to 500ms, until ctx ends or the release timeout
-// has passed since the first failure; a Release at most once more after a
-// try whose outcome is unknown (maxUnknownReleases), while a command that
-// was not sent (a failed dial, or one that another call's cancellation
-// failed) is always tried again. A try that finds the lock not held after
+// has passed since the first failure. A Release tries again only a command
+// that another call's cancellation failed (rueidis dials a lost connection
+// with the ctx of the command that needs it): it never left, while the
+// caller waits with a live ctx; any other error is returned at once, as a
+// single try would. A try that finds the lock not held after
 // one whose outcome is unknown returns that one's error: the lock is no
 // longer held by the token, but whether this release freed it or it had
 // expired is unknown; so does a release that gives up after such a try. A
@@ -287,7 +282,6 @@ func (c *Client) release(ctx context.Context, l *Lock, by releaser, drop string)
 		deadline time.Time
 		pause    = 25 * time.Millisecond
 		unknown  error // the error of the last try that may have been applied
-		unknowns int   // tries that may have been applied
 		timer    *time.Timer
 	)
 	for {
@@ -305,9 +299,13 @@ func (c *Client) release(ctx context.Context, l *Lock, by releaser, drop string)
 			retryable, ambiguous := classify(ctx, err)
 			if ambiguous {
 				unknown = err
-				unknowns++
 			}
-			if !retryable || (by == byHolder && unknowns >= maxUnknownReleases) {
+			// A Release tries again only a command that another call's
+			// cancellation failed: it never left, and the caller's ctx
+			// is live. Anything else is the caller's answer at once (a
+			// failed dial: nothing was sent, Release again).
+			holderRetry := isCtxErr(err) && !ownCtxEnded(ctx)
+			if !retryable || (by == byHolder && !holderRetry) {
 				if unknown != nil {
 					return tries, unknown
 				}
