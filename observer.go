@@ -47,12 +47,20 @@ const (
 	OpRefresh
 	OpRelease
 	OpTTL
+	OpObtainShared
+	OpObtainSemaphore
 )
 
-var opNames = [...]string{"unknown", "obtain", "obtain_multi", "refresh", "release", "ttl"}
+var opNames = [...]string{"unknown", "obtain", "obtain_multi", "refresh", "release", "ttl", "obtain_shared", "obtain_semaphore"}
+
+// IsObtain reports whether o obtains a lock: OpObtain, OpObtainMulti,
+// OpObtainShared or OpObtainSemaphore.
+func (o Op) IsObtain() bool {
+	return o == OpObtain || o == OpObtainMulti || o == OpObtainShared || o == OpObtainSemaphore
+}
 
 // String returns the operation's name: "obtain", "obtain_multi", "refresh",
-// "release" or "ttl".
+// "release", "ttl", "obtain_shared" or "obtain_semaphore".
 func (o Op) String() string {
 	if int(o) < len(opNames) {
 		return opNames[o]
@@ -143,7 +151,7 @@ func (ev *Event) finish(err error) {
 		ev.Outcome = OutcomeOK
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		ev.Outcome = OutcomeError
-	case (ev.Op == OpObtain || ev.Op == OpObtainMulti) && errors.Is(err, ErrNotObtained):
+	case ev.Op.IsObtain() && errors.Is(err, ErrNotObtained):
 		ev.Outcome = OutcomeNotObtained
 	case errors.Is(err, ErrNotObtained) || errors.Is(err, ErrLockNotHeld):
 		ev.Outcome = OutcomeLost
