@@ -75,7 +75,7 @@ type Outcome uint8
 const (
 	// OutcomeOK: the lock was obtained, refreshed, released or read.
 	OutcomeOK Outcome = iota
-	// OutcomeNotObtained: Obtain or ObtainMulti found the lock held by
+	// OutcomeNotObtained: an obtain (of any kind) found the lock held by
 	// another token until it gave up (ErrNotObtained).
 	OutcomeNotObtained
 	// OutcomeLost: Refresh or Release found the lock no longer held by its
@@ -102,7 +102,7 @@ type Event struct {
 	Op   Op
 	Keys []string // the lock's keys; read-only, not to be kept
 
-	// TTL is the TTL asked for by Obtain, ObtainMulti and Refresh.
+	// TTL is the TTL asked for by an obtain (of any kind) and Refresh.
 	TTL time.Duration
 	// Start is when the operation began.
 	Start time.Time
