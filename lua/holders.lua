@@ -40,19 +40,27 @@ local function load(key, now)
 		end
 		return redis.call("hgetall", key)
 	end
-	if #t > 0 and redis.call("hexists", key, "") == 0 then
+	local h = { n = 0, tokens = {}, last = 0 }
+	for i = 1, #t, 2 do
+		if t[i] == "" then
+			h.kind = t[i + 1]
+		end
+	end
+	if #t > 0 and not h.kind then
 		redis.call("get", key) -- WRONGTYPE
 	end
-	local h = { n = 0, tokens = {} }
 	for i = 1, #t, 2 do
 		local f, v = t[i], t[i + 1]
-		if f == "" then
-			h.kind = v
-		elseif expiry(v) <= now then
-			redis.call("hdel", key, f)
-		else
-			h.n = h.n + 1
-			h.tokens[f] = v
+		if f ~= "" then
+			local e = expiry(v)
+			if e <= now then
+				redis.call("hdel", key, f)
+				h.dirty = true
+			else
+				h.n = h.n + 1
+				h.tokens[f] = v
+				h.last = math.max(h.last, e)
+			end
 		end
 	end
 	if h.n == 0 then
@@ -64,21 +72,20 @@ local function load(key, now)
 	return h
 end
 
--- save gives key the TTL of its last lease, or deletes it once nobody
--- holds it; nothing when an exclusive lock took it (h.taken).
+-- save gives key the TTL of its last lease once that changed (a key that
+-- nobody holds is deleted as it empties); nothing when an exclusive lock
+-- took it (h.taken).
 local function save(key, h, now)
-	if not h or h.taken then
-		return
-	end
-	if h.n == 0 then
-		redis.call("del", key)
+	if not h or h.taken or h.n == 0 or not h.dirty then
 		return
 	end
 	local last = 0
 	for _, v in pairs(h.tokens) do
 		last = math.max(last, expiry(v))
 	end
-	redis.call("pexpire", key, string.format("%d", math.max(last - now, 1)))
+	if last ~= h.last then
+		redis.call("pexpire", key, string.format("%d", math.max(last - now, 1)))
+	end
 end
 
 -- fits tells whether a holder of kind mark ("r", or a semaphore's limit)
@@ -99,19 +106,34 @@ end
 -- hold makes token a holder of key with a lease of ttl milliseconds from
 -- now, fence token fence and metadata meta.
 local function hold(key, h, mark, token, ttl, fence, meta, now)
+	local v = string.format("%d:%d:", now + tonumber(ttl), fence) .. meta
 	if h.n == 0 then
 		h.kind = "s"
 		if mark == "r" then
 			h.kind = "r"
 		end
-		redis.call("hset", key, "", h.kind)
+		redis.call("hset", key, "", h.kind, token, v)
+		h.last = -1 -- a new key: it has no TTL yet
+	else
+		redis.call("hset", key, token, v)
 	end
 	if not h.tokens[token] then
 		h.n = h.n + 1
 	end
-	local v = string.format("%d:%d:", now + tonumber(ttl), fence) .. meta
 	h.tokens[token] = v
-	redis.call("hset", key, token, v)
+	h.dirty = true
+end
+
+-- leave takes token out of the holders of key.
+local function leave(key, h, token)
+	h.tokens[token] = nil
+	h.n = h.n - 1
+	h.dirty = true
+	if h.n == 0 then
+		redis.call("del", key)
+	else
+		redis.call("hdel", key, token)
+	end
 end
 
 -- fill passes key, in the queue's order, to the waiters that may hold it
@@ -120,12 +142,14 @@ end
 -- key, the next exclusive waiter (h.taken is then set). Each is told by its
 -- channel, as release.lua tells it. It stops at a waiter that may not hold
 -- it yet, and at an entry of the token self unless drop is set (then that
--- entry is dropped). It returns how many waiters it granted.
+-- entry is dropped). It returns how many waiters it granted, and the entry
+-- it stopped at (nil when the queue is empty).
 local function fill(key, h, now, self, drop)
 	local q = h and queue(key)
 	local n = 0
+	local entry
 	while q do
-		local entry = try("lindex", q, 0)
+		entry = try("lindex", q, 0)
 		if not entry then
 			break
 		end
@@ -161,5 +185,5 @@ local function fill(key, h, now, self, drop)
 			n = n + 1
 		end
 	end
-	return n
+	return n, entry
 end

@@ -36,9 +36,12 @@ if mine then
 	return fence
 end
 
-fill(key, h, now, token, false)
-local q = queue(key)
-local head = q and try("lindex", q, 0)
+-- Those queued may hold the key now only if a lease ended (load took it
+-- out): a script that changed the holders has granted them already.
+local head
+if fits(h, mark) or (h and h.dirty) then
+	head = select(2, fill(key, h, now, token, false))
+end
 if fits(h, mark) and not h.taken and (not head or head == entry) then
 	local fence = 0
 	if ARGV[4] == "1" then
@@ -48,22 +51,32 @@ if fits(h, mark) and not h.taken and (not head or head == entry) then
 		dequeue(entry, 1)
 	end
 	hold(key, h, mark, token, ttl, fence, meta, now)
-	fill(key, h, now, token, true)
+	if head then
+		fill(key, h, now, token, true)
+	end
 	save(key, h, now)
 	return fence
 end
 save(key, h, now)
 
-if entry ~= "" and enqueue(q, entry) then
+if entry ~= "" and enqueue(queue(key), entry) then
 	return -1
 end
-local left = redis.call("pttl", key)
-if h and h.n > 0 and h.kind == "s" and mark ~= "r" then
-	-- A semaphore: the first lease to end frees a place.
-	left = math.huge
+local left
+if h and not h.taken then
+	-- The last lease to end frees the key; for a semaphore of its kind,
+	-- the first one frees a place.
+	local first = h.kind == "s" and mark ~= "r"
+	left = first and math.huge or 0
 	for _, v in pairs(h.tokens) do
-		left = math.min(left, expiry(v) - now)
+		if first then
+			left = math.min(left, expiry(v) - now)
+		else
+			left = math.max(left, expiry(v) - now)
+		end
 	end
+else
+	left = redis.call("pttl", key)
 end
 if left < 0 then
 	left = 0

@@ -21,9 +21,7 @@ local now = clock()
 local h = load(key, now)
 local held = h and h.tokens[token]
 if held then
-	redis.call("hdel", key, token)
-	h.tokens[token] = nil
-	h.n = h.n - 1
+	leave(key, h, token)
 end
 local n = fill(key, h, now, token, true)
 save(key, h, now)
