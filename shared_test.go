@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -377,4 +378,52 @@ func TestObtainShared_cluster(t *testing.T) {
 	}
 	_, err := redislock.New(rc).ObtainShared(ctx, "beta", time.Minute, &redislock.Options{FenceKey: "fence"})
 	require.ErrorIs(t, err, redislock.ErrCrossSlot)
+}
+
+// refreshes counts the Refresh operations that succeeded.
+type refreshes struct{ n atomic.Int64 }
+
+func (r *refreshes) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
+
+func (r *refreshes) End(_ context.Context, ev *redislock.Event) {
+	if ev.Op == redislock.OpRefresh && ev.Err == nil {
+		r.n.Add(1)
+	}
+}
+
+// Watch keeps a holder's own lease past its first end, and the other
+// holders' leases are left as they were.
+func TestObtainShared_watch(t *testing.T) {
+	redistest.Require(t)
+	b := realBackend(t)
+	ctx := t.Context()
+	obs := &refreshes{}
+	c := redislock.New(b.client, redislock.WithObserver(obs))
+	const ttl = 60 * time.Millisecond
+	for _, limit := range []int{0, 2} {
+		obtain := func(c *redislock.Client, ttl time.Duration) *redislock.Lock {
+			var l *redislock.Lock
+			var err error
+			if limit == 0 {
+				l, err = c.ObtainShared(ctx, "w", ttl, nil)
+			} else {
+				l, err = c.ObtainSemaphore(ctx, "w", limit, ttl, nil)
+			}
+			require.NoError(t, err)
+			return l
+		}
+		l, other := obtain(c, ttl), obtain(redislock.New(b.client), time.Hour)
+		before := obs.n.Load()
+		work, stop := l.Watch(ctx, ttl)
+		eventually(t, func() bool { return obs.n.Load() >= before+6 }, "six refreshes, two leases' worth")
+		require.NoError(t, work.Err(), "the lease was kept")
+		left, err := l.TTL(ctx)
+		require.NoError(t, err)
+		assert.Positive(t, left)
+		stop()
+		require.NoError(t, l.Release(ctx))
+		assertTTL(t, other, time.Hour)
+		require.NoError(t, other.Release(ctx))
+	}
+	assert.Equal(t, 0, b.dbsize(t))
 }
