@@ -399,7 +399,7 @@ func TestObtainShared_watch(t *testing.T) {
 	ctx := t.Context()
 	obs := &refreshes{}
 	c := redislock.New(b.client, redislock.WithObserver(obs))
-	const ttl = 60 * time.Millisecond
+	const ttl = 300 * time.Millisecond // refreshed every 100ms
 	for _, limit := range []int{0, 2} {
 		obtain := func(c *redislock.Client, ttl time.Duration) *redislock.Lock {
 			var l *redislock.Lock
@@ -415,8 +415,8 @@ func TestObtainShared_watch(t *testing.T) {
 		l, other := obtain(c, ttl), obtain(redislock.New(b.client), time.Hour)
 		before := obs.n.Load()
 		work, stop := l.Watch(ctx, ttl)
-		eventually(t, func() bool { return obs.n.Load() >= before+6 }, "six refreshes, two leases' worth")
-		require.NoError(t, work.Err(), "the lease was kept")
+		eventually(t, func() bool { return obs.n.Load() >= before+5 || work.Err() != nil }, "five refreshes, over a lease's worth")
+		require.NoError(t, context.Cause(work), "the lease was kept")
 		left, err := l.TTL(ctx)
 		require.NoError(t, err)
 		assert.Positive(t, left)
