@@ -367,7 +367,25 @@ func TestObtainShared_cluster(t *testing.T) {
 			w := <-writer
 			require.NoError(t, w.err)
 			assert.Equal(t, 1, obs.last.Load().WokenByRelease)
+
+			// Readers queued behind the writer have the key once it
+			// leaves (with a fence key, each is told to try again and
+			// takes it by its own attempt, which declares its counter).
+			waitOpt := &redislock.Options{RetryStrategy: forever, FenceKey: opt.FenceKey}
+			var readers []<-chan result
+			for i := range 2 {
+				readers = append(readers, obtainKindAsync(wctx, redislock.New(rc), key, 0, waitOpt))
+				eventually(t, func() bool {
+					n, err := rc.Do(ctx, rc.B().Llen().Key(queue).Build()).AsInt64()
+					return err == nil && n == int64(i+1)
+				}, "a reader queues")
+			}
 			require.NoError(t, w.lock.Release(ctx))
+			for _, ch := range readers {
+				r := <-ch
+				require.NoError(t, r.err)
+				require.NoError(t, r.lock.Release(ctx))
+			}
 
 			sem, err := c.ObtainSemaphore(ctx, key, 1, time.Minute, opt)
 			require.NoError(t, err)

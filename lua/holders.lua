@@ -140,7 +140,8 @@ end
 -- now: the shared waiters before the next exclusive one, semaphore waiters
 -- while permits are left (each by its own limit), or, once nobody holds the
 -- key, the next exclusive waiter (h.taken is then set). Each is told by its
--- channel, as release.lua tells it. It stops at a waiter that may not hold
+-- channel, as release.lua tells it; a fenced waiter on a cluster is told to
+-- try again instead (grantable). It stops at a waiter that may not hold
 -- it yet, and at an entry of the token self unless drop is set (then that
 -- entry is dropped). It returns how many waiters it granted, and the entry
 -- it stopped at (nil when the queue is empty).
@@ -165,7 +166,7 @@ local function fill(key, h, now, self, drop)
 				break
 			end
 			try("lpop", q)
-			if #f == 7 and f[7] == key then
+			if #f == 7 and f[7] == key and grantable(f) then
 				local fence, v = granted(f)
 				redis.call("set", key, v, "px", f[3])
 				try("publish", f[1], string.format("%d", fence) .. ":" .. f[2])
@@ -176,6 +177,12 @@ local function fill(key, h, now, self, drop)
 			end
 			break
 		elseif not fits(h, mark) then
+			break
+		elseif not grantable(f) then
+			-- Its fence counter is not declared (a cluster): it is told
+			-- to try again, and stays first; its attempt takes the key,
+			-- and goes on with those after it.
+			try("publish", f[1], "w:" .. f[2])
 			break
 		else
 			try("lpop", q)

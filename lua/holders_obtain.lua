@@ -2,7 +2,8 @@
 -- semaphore (holders.lua); a waiter that finds none free joins the wait
 -- queue (queue.lua). It takes obtain.lua's KEYS and ARGV, and one more:
 --
--- KEYS[1]     the lock key; KEYS[2] the fence counter when ARGV[4] == "1"
+-- KEYS[1]     the lock key; KEYS[2] the fence counter when ARGV[4] == "1";
+--             on a cluster, then the wait queue (lockKeys)
 -- ARGV[1..7]  as obtain.lua's: token, TTL in milliseconds, metadata, "1"
 --             when fenced, the waiter's queue entry ("" for none), how long
 --             the queue is kept, and what to do with the entry

@@ -7,13 +7,12 @@
 --
 -- Reply: 1 when the token's lease is now the new one; false (a nil reply)
 -- when the token holds no place, and then only ended leases are taken out
--- and passed on to the waiters that may hold the key now.
+-- (the waiters watch the leases, and try again when one ends).
 local key, token = KEYS[1], ARGV[1]
 local now = clock()
 local h = load(key, now)
 local v = h and h.tokens[token]
 if not v then
-	fill(key, h, now, token, true)
 	save(key, h, now)
 	return false
 end

@@ -3,7 +3,7 @@
 -- it now, in the queue's order (queue.lua). It takes release.lua's KEYS and
 -- ARGV:
 --
--- KEYS[1]     the lock key
+-- KEYS[1]     the lock key; on a cluster, then its wait queue (lockKeys)
 -- ARGV[1]     the token
 -- ARGV[2]     optional: an entry of this token's to drop from the queue
 --             first (a waiter that gives up), or ""

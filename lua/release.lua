@@ -2,7 +2,8 @@
 -- and pass the lock on to the first waiter (queue.lua): an exclusive one,
 -- or the shared or semaphore waiters at the head of the queue (holders.lua).
 --
--- KEYS[1..n]  the lock keys
+-- KEYS[1..n]  the lock keys; on a cluster, then the wait queue of each
+--             (lockKeys)
 -- ARGV[1]     the token
 -- ARGV[2]     optional: an entry of this token's to drop from the queue
 --             first (a waiter that gives up), or ""
@@ -18,7 +19,7 @@
 --          was told "<fence>:<token>";
 --   3 + f  the lock passed to the waiter of ARGV[3], with fence token f.
 local token = ARGV[1]
-local n = #KEYS
+local n = lockKeys(false)
 if ARGV[2] and ARGV[2] ~= "" then
 	dequeue(ARGV[2], n)
 end
@@ -47,7 +48,7 @@ for i = 1, n do
 				save(KEYS[i], h, now)
 				return 2
 			end
-			if waitsFor(f, n) then
+			if waitsFor(f, n) and grantable(f) then
 				local fence = grant(f, n)
 				if n > 1 then
 					dequeue(entry, n)
@@ -67,7 +68,7 @@ end
 
 if ARGV[3] and ARGV[3] ~= "" then
 	local f = fields(ARGV[3])
-	if waitsFor(f, n) then
+	if waitsFor(f, n) and grantable(f) then
 		return 3 + grant(f, n)
 	end
 end
