@@ -90,7 +90,7 @@ const (
 // builds them (see the top of this file).
 var libraryScripts = sync.OnceValues(func() (map[string]libraryScript, error) {
 	files := map[string]string{}
-	for _, name := range []string{"owned.lua", "queue.lua", "obtain.lua", "release.lua", "refresh.lua", "pttl.lua"} {
+	for _, name := range []string{"owned.lua", "queue.lua", "holders.lua", "obtain.lua", "release.lua", "refresh.lua", "pttl.lua"} {
 		b, err := os.ReadFile(filepath.Join("lua", name))
 		if err != nil {
 			return nil, err
@@ -101,7 +101,7 @@ var libraryScripts = sync.OnceValues(func() (map[string]libraryScript, error) {
 	scripts := map[string]libraryScript{}
 	for file, body := range map[string]string{
 		"obtain.lua":  head + files["obtain.lua"],
-		"release.lua": head + files["release.lua"],
+		"release.lua": head + files["holders.lua"] + files["release.lua"],
 		"refresh.lua": files["owned.lua"] + files["refresh.lua"],
 		"pttl.lua":    files["owned.lua"] + files["pttl.lua"],
 	} {

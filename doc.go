@@ -65,6 +65,11 @@ package redislock
 // passed to a queued waiter, 3+fence passed to the offered local waiter),
 // and share the wait queue of queue.lua. A kind whose release may grant
 // several waiters at once publishes a grant to each; the engine reads a
-// grant per waiter, so it needs no change for that. A kind over several
+// grant per waiter, so it needs no change for that. Shared locks and
+// semaphores are such a kind (holders.lua, shared.go): a Lock knows its
+// kind (for Refresh, TTL and Release), a waiter's entry carries it, and
+// their waiters queue in Redis one goroutine each, since a release may
+// grant several at once; the exclusive kind alone starts with a plain SET
+// NX and hands a lock to a waiter of its own Client. A kind over several
 // deployments (a quorum) replaces tryObtain and releaseOnce with calls that
 // fan out and count a majority; the retry, wait and give-up steps stay.

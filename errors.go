@@ -44,6 +44,10 @@ var (
 	// common hash tag, such as "{order:42}:lock" and "{order:42}:fence".
 	// Nothing is sent to Redis.
 	ErrCrossSlot = errors.New("redislock: keys in different hash slots")
+
+	// ErrInvalidLimit is wrapped by the error of ObtainSemaphore for a limit
+	// under 1. Nothing is sent to Redis.
+	ErrInvalidLimit = errors.New("redislock: invalid limit")
 )
 
 // classify is the one error policy of the library: obtain, refresh,

@@ -164,3 +164,63 @@ func ExampleLock_FenceToken() {
 	}
 	fmt.Println("written with fence token", fence)
 }
+
+func ExampleClient_ObtainShared() {
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{"127.0.0.1:6379"}})
+	if err != nil {
+		log.Fatalln(err)
+	}
+	defer client.Close()
+	locker := redislock.New(client)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(100 * time.Millisecond)}
+
+	// Readers hold the key together, each with its own lease.
+	reader, err := locker.ObtainShared(ctx, "catalog", 10*time.Second, opt)
+	if err != nil {
+		log.Fatalln(err)
+	}
+	fmt.Println("reading the catalog")
+	if err := reader.Release(ctx); err != nil {
+		log.Fatalln(err)
+	}
+
+	// The writer has it alone, once every reader has left; readers that
+	// come while it waits queue behind it.
+	writer, err := locker.Obtain(ctx, "catalog", 10*time.Second, opt)
+	if err != nil {
+		log.Fatalln(err)
+	}
+	defer writer.Release(ctx)
+	fmt.Println("rebuilding the catalog")
+}
+
+func ExampleClient_ObtainSemaphore() {
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{"127.0.0.1:6379"}})
+	if err != nil {
+		log.Fatalln(err)
+	}
+	defer client.Close()
+	locker := redislock.New(client)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// At most 4 calls to the partner's API at once, over every process;
+	// a permit whose holder crashed comes back when its lease ends.
+	opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Second)}
+	permit, err := locker.ObtainSemaphore(ctx, "partner-api", 4, time.Minute, opt)
+	if errors.Is(err, redislock.ErrNotObtained) {
+		fmt.Println("no permit within 30s")
+		return
+	} else if err != nil {
+		log.Fatalln(err)
+	}
+	defer permit.Release(context.Background())
+
+	work, stop := permit.Watch(ctx, time.Minute) // keeps this permit's lease
+	defer stop()
+	callPartner(work)
+}
+
+func callPartner(context.Context) {}

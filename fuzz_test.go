@@ -105,7 +105,7 @@ func FuzzOwnershipScript(f *testing.F) {
 		if err != nil {
 			t.Fatalf("obtain: %v", err)
 		}
-		thief := &Lock{client: c, keys: []string{"k"}, token: other}
+		thief := &Lock{client: c, kind: c.kind, keys: []string{"k"}, token: other}
 		again, err := c.Obtain(ctx, "k", time.Hour, &Options{Token: other, Metadata: "new"})
 		if err == nil {
 			// Taken again by its own token: same fence token, new metadata.

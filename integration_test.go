@@ -190,3 +190,26 @@ func TestCluster_concurrent(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, []int{1, 1, 1, 1}, wins)
 }
+
+// A key of a type that no lock of this package writes (a list, a hash of
+// its own) is an error for every kind, and is left as it is.
+func TestObtainShared_foreignKeyIsTerminal(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		b.mustDo(t, "HSET", "h", "f", "v")
+		b.mustDo(t, "RPUSH", "l", "x")
+		c := redislock.New(b.client)
+		opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Millisecond)}
+		for _, key := range []string{"h", "l"} {
+			_, err := c.ObtainShared(t.Context(), key, time.Hour, opt)
+			require.Error(t, err)
+			require.NotErrorIs(t, err, redislock.ErrNotObtained)
+			assert.Contains(t, err.Error(), "WRONGTYPE")
+			_, err = c.ObtainSemaphore(t.Context(), key, 2, time.Hour, opt)
+			assert.Contains(t, err.Error(), "WRONGTYPE")
+			_, err = c.Obtain(t.Context(), key, time.Hour, &redislock.Options{Token: "tok", RetryStrategy: opt.RetryStrategy})
+			assert.Contains(t, err.Error(), "WRONGTYPE")
+		}
+		assert.Equal(t, "v", b.mustDo(t, "HGET", "h", "f"))
+		assert.Equal(t, "1", b.mustDo(t, "LLEN", "l"))
+	})
+}

@@ -55,6 +55,7 @@ func (o *Options) fenceKey() string {
 // instead of panicking.
 type Lock struct {
 	client   *Client
+	kind     *kind
 	keys     []string
 	one      [1]string // backs keys for a single-key lock: no second allocation
 	token    string
@@ -124,7 +125,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if ev != nil {
 		ev.Attempts = 1
 	}
-	ms, err := scriptPTTL.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
+	ms, err := l.kind.pttl.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
 	var ttl time.Duration
 	switch {
 	case rueidis.IsRedisNil(err):
@@ -179,7 +180,7 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration, o *Options) (atte
 	args := []string{l.token, formatMs(ttl.Milliseconds())}
 	for {
 		attempts++
-		_, acked, err := c.exec(ctx, &scriptRefresh, l.keys, args)
+		_, acked, err := c.exec(ctx, &l.kind.refresh, l.keys, args)
 		switch {
 		case err == nil && acked < c.replicas:
 			return attempts, c.notReplicated("refresh", l, acked)
@@ -339,17 +340,17 @@ func (c *Client) release(ctx context.Context, l *Lock, by releaser, drop string)
 // releaseOnce is one try of release.
 func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop string) error {
 	var w *waiter
-	if c.queues.n.Load() > 0 {
+	if c.queues.n.Load() > 0 && l.kind.exclusive {
 		w = c.queues.offer(l.keys)
 	}
 	if w == nil && drop == "" {
-		return c.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
+		return l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
 	}
 	var offered string
 	if w != nil {
 		offered = w.entry
 	}
-	code, err := c.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token, drop, offered}).AsInt64()
+	code, err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token, drop, offered}).AsInt64()
 	if w == nil {
 		return err
 	}

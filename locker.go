@@ -42,16 +42,20 @@ var (
 
 	//go:embed lua/queue.lua
 	luaQueue string
+	//go:embed lua/holders.lua
+	luaHolders string
 
 	// Each script runs as EVALSHA (EVALSHA_RO for pttl); rueidis falls back
 	// to EVAL on NOSCRIPT, after a SCRIPT FLUSH, a restart or a failover.
 	scriptRefresh = newLuaScript(luaOwned + luaRefresh)
 	scriptPTTL    = rueidis.NewLuaScriptReadOnly(luaOwned + luaPTTL)
 
-	// The exclusive lock comes in two builds: a cluster names each wait
-	// queue in its key's hash slot.
-	exclusive        = newKind(false, luaObtain, luaRelease)
-	exclusiveCluster = newKind(true, luaObtain, luaRelease)
+	// Each kind comes in two builds: a cluster names each wait queue in its
+	// key's hash slot.
+	exclusive        = newExclusive(false)
+	exclusiveCluster = newExclusive(true)
+	holders          = newHolders(false) // shared.go, semaphore.go
+	holdersCluster   = newHolders(true)
 )
 
 type luaScript struct {
@@ -63,19 +67,39 @@ func newLuaScript(body string) luaScript {
 	return luaScript{lua: rueidis.NewLuaScript(body), body: newScript(body)}
 }
 
+// kind is a kind of lock: its scripts. obtain and release take obtain.lua's
+// and release.lua's KEYS and ARGV and answer in their terms; refresh and
+// pttl those of refresh.lua and pttl.lua. An exclusive kind's first attempt
+// may be a plain SET NX, and its Release offers the lock to a waiter of its
+// Client; the other kinds' waiters each queue in Redis (waitqueue.go).
 type kind struct {
-	obtain, release luaScript
+	obtain, release, refresh luaScript
+	pttl                     *rueidis.Lua
+	exclusive                bool
 }
 
-func newKind(cluster bool, obtain, release string) *kind {
-	head := luaOwned + "local cluster = " + strconv.FormatBool(cluster) + "\n" + luaQueue
-	return &kind{obtain: newLuaScript(head + obtain), release: newLuaScript(head + release)}
+// scriptHead is what every script of a kind starts with: owned.lua, whether
+// the server is a cluster, and the wait queue (queue.lua).
+func scriptHead(cluster bool) string {
+	return luaOwned + "local cluster = " + strconv.FormatBool(cluster) + "\n" + luaQueue
+}
+
+func newExclusive(cluster bool) *kind {
+	head := scriptHead(cluster)
+	return &kind{
+		obtain:    newLuaScript(head + luaObtain),
+		release:   newLuaScript(head + luaHolders + luaRelease),
+		refresh:   scriptRefresh,
+		pttl:      scriptPTTL,
+		exclusive: true,
+	}
 }
 
 type Client struct {
 	client         rueidis.Client
 	cluster        bool
-	kind           *kind
+	kind           *kind // exclusive or exclusiveCluster
+	holders        *kind // holders or holdersCluster
 	observer       Observer
 	releaseTimeout time.Duration
 	replicas       int64 // WithReplicas
@@ -99,10 +123,11 @@ func New(client rueidis.Client, opts ...ClientOption) *Client {
 		client:         client,
 		cluster:        client.Mode() == rueidis.ClientModeCluster,
 		kind:           exclusive,
+		holders:        holders,
 		releaseTimeout: DefaultReleaseTimeout,
 	}
 	if c.cluster {
-		c.kind = exclusiveCluster
+		c.kind, c.holders = exclusiveCluster, holdersCluster
 	}
 	c.sub.init(c)
 	for _, opt := range opts {
@@ -138,15 +163,20 @@ func ObtainMulti(ctx context.Context, client rueidis.Client, keys []string, ttl 
 }
 
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt *Options) (*Lock, error) {
-	l := &Lock{client: c}
-	l.one[0] = key
-	l.keys = l.one[:]
-	return c.obtain(ctx, OpObtain, l, ttl, opt)
+	return c.obtain(ctx, OpObtain, c.newLock(c.kind, key), ttl, opt, 0)
 }
 
 func (c *Client) ObtainMulti(ctx context.Context, keys []string, ttl time.Duration, opt *Options) (*Lock, error) {
-	l := &Lock{client: c, keys: append([]string(nil), keys...)}
-	return c.obtain(ctx, OpObtainMulti, l, ttl, opt)
+	l := &Lock{client: c, kind: c.kind, keys: append([]string(nil), keys...)}
+	return c.obtain(ctx, OpObtainMulti, l, ttl, opt, 0)
+}
+
+// newLock returns a Lock of k on one key, to be obtained.
+func (c *Client) newLock(k *kind, key string) *Lock {
+	l := &Lock{client: c, kind: k}
+	l.one[0] = key
+	l.keys = l.one[:]
+	return l
 }
 
 func (c *Client) validate(keys []string, ttl time.Duration, o *Options) error {

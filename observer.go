@@ -47,12 +47,20 @@ const (
 	OpRefresh
 	OpRelease
 	OpTTL
+	OpObtainShared
+	OpObtainSemaphore
 )
 
-var opNames = [...]string{"unknown", "obtain", "obtain_multi", "refresh", "release", "ttl"}
+var opNames = [...]string{"unknown", "obtain", "obtain_multi", "refresh", "release", "ttl", "obtain_shared", "obtain_semaphore"}
+
+// IsObtain reports whether o obtains a lock: OpObtain, OpObtainMulti,
+// OpObtainShared or OpObtainSemaphore.
+func (o Op) IsObtain() bool {
+	return o == OpObtain || o == OpObtainMulti || o == OpObtainShared || o == OpObtainSemaphore
+}
 
 // String returns the operation's name: "obtain", "obtain_multi", "refresh",
-// "release" or "ttl".
+// "release", "ttl", "obtain_shared" or "obtain_semaphore".
 func (o Op) String() string {
 	if int(o) < len(opNames) {
 		return opNames[o]
@@ -67,7 +75,7 @@ type Outcome uint8
 const (
 	// OutcomeOK: the lock was obtained, refreshed, released or read.
 	OutcomeOK Outcome = iota
-	// OutcomeNotObtained: Obtain or ObtainMulti found the lock held by
+	// OutcomeNotObtained: an obtain (of any kind) found the lock held by
 	// another token until it gave up (ErrNotObtained).
 	OutcomeNotObtained
 	// OutcomeLost: Refresh or Release found the lock no longer held by its
@@ -94,7 +102,7 @@ type Event struct {
 	Op   Op
 	Keys []string // the lock's keys; read-only, not to be kept
 
-	// TTL is the TTL asked for by Obtain, ObtainMulti and Refresh.
+	// TTL is the TTL asked for by an obtain (of any kind) and Refresh.
 	TTL time.Duration
 	// Start is when the operation began.
 	Start time.Time
@@ -143,7 +151,7 @@ func (ev *Event) finish(err error) {
 		ev.Outcome = OutcomeOK
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		ev.Outcome = OutcomeError
-	case (ev.Op == OpObtain || ev.Op == OpObtainMulti) && errors.Is(err, ErrNotObtained):
+	case ev.Op.IsObtain() && errors.Is(err, ErrNotObtained):
 		ev.Outcome = OutcomeNotObtained
 	case errors.Is(err, ErrNotObtained) || errors.Is(err, ErrLockNotHeld):
 		ev.Outcome = OutcomeLost

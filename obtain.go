@@ -33,6 +33,7 @@ type obtainCall struct {
 	l     *Lock
 	o     *Options
 	ttl   string // in milliseconds
+	mark  string // the kind of a shared or semaphore obtain: "r", or the limit; "" exclusive
 	r     retrier
 	w     *waiter // nil until it waits
 	stats waitStats
@@ -45,12 +46,12 @@ type obtainCall struct {
 	rtt       time.Duration // the last attempt's round trip
 }
 
-// obtain validates, then runs an Obtain or ObtainMulti of l, under the
-// observer.
-func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, o *Options) (*Lock, error) {
+// obtain validates, then runs an obtain of l (of any kind: l.kind), under
+// the observer. limit is a semaphore's (OpObtainSemaphore).
+func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, o *Options, limit int) (*Lock, error) {
 	ctx, ev := c.begin(ctx, op, l.keys, ttl)
 	a := obtainCall{c: c, l: l, o: o, r: retrier{template: o.retryStrategy(), ttl: ttl}}
-	err := a.validate(ctx, ttl)
+	err := a.validate(ctx, op, ttl, limit)
 	if err == nil {
 		err = a.run(ctx)
 	}
@@ -71,10 +72,19 @@ func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, 
 }
 
 // validate checks the input and sets the token and metadata.
-func (a *obtainCall) validate(ctx context.Context, ttl time.Duration) error {
+func (a *obtainCall) validate(ctx context.Context, op Op, ttl time.Duration, limit int) error {
 	l, o := a.l, a.o
 	if err := a.c.validate(l.keys, ttl, o); err != nil {
 		return err
+	}
+	switch op {
+	case OpObtainShared:
+		a.mark = "r"
+	case OpObtainSemaphore:
+		if limit < 1 {
+			return fmt.Errorf("%w: %d is under 1", ErrInvalidLimit, limit)
+		}
+		a.mark = strconv.Itoa(limit)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redislock: obtain %q: not attempted: %w", l.keys[0], err)
@@ -164,7 +174,7 @@ func (a *obtainCall) joinBehind() bool {
 
 // join puts the obtain in its local queue (behind: only behind others).
 func (a *obtainCall) join(behind bool) bool {
-	w := newWaiter(a.l, a.ttl, a.o, a.c.sub.channel)
+	w := newWaiter(a.l, a.ttl, a.o, a.mark, a.c.sub.channel)
 	if !a.c.queues.join(w, behind) {
 		return false
 	}
@@ -241,7 +251,7 @@ func (a *obtainCall) send(ctx context.Context, mode queueMode) attemptReply {
 // attempt of an obtain with a random token (nobody else can hold it), one
 // key and no fence key, whose outcome nothing has made unknown.
 func (a *obtainCall) plain() bool {
-	return a.w == nil && !a.unknown && a.c.replicas == 0 && len(a.l.keys) == 1 &&
+	return a.w == nil && !a.unknown && a.c.replicas == 0 && len(a.l.keys) == 1 && a.l.kind.exclusive &&
 		(a.o == nil || (a.o.Token == "" && a.o.FenceKey == ""))
 }
 
@@ -285,7 +295,8 @@ func (a *obtainCall) keys() []string {
 }
 
 // args returns obtain.lua's ARGV; with a queue mode, the waiter's entry
-// and what to do with it.
+// and what to do with it; for a shared or semaphore obtain, always those
+// and its kind (holders_obtain.lua).
 func (a *obtainCall) args(mode queueMode, entry string) []string {
 	fenced := "0"
 	if a.o.fenceKey() != "" {
@@ -299,6 +310,12 @@ func (a *obtainCall) args(mode queueMode, entry string) []string {
 		// The queue is kept while this waiter may wait, and a second more.
 		keep := time.Until(a.r.limit).Milliseconds() + 1000
 		args = append(args, entry, strconv.FormatInt(max(keep, 1000), 10), strconv.Itoa(int(mode)-1))
+	}
+	if a.mark != "" {
+		if mode == queueNone {
+			args = append(args, "", "0", "2")
+		}
+		args = append(args, a.mark)
 	}
 	return args
 }
@@ -434,7 +451,7 @@ func (c *Client) tryPlain(ctx context.Context, l *Lock, ttl string) attemptReply
 // (obtain.lua's KEYS and ARGV), and reads its reply. A write that fewer
 // replicas than WithReplicas asks acknowledged is released.
 func (c *Client) tryObtain(ctx context.Context, l *Lock, keys, args []string) attemptReply {
-	n, acked, err := c.exec(ctx, &c.kind.obtain, keys, args)
+	n, acked, err := c.exec(ctx, &l.kind.obtain, keys, args)
 	switch {
 	case err != nil:
 		return attemptReply{err: err}

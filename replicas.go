@@ -136,7 +136,7 @@ func (c *Client) unwrite(ctx context.Context, l *Lock) {
 // acknowledgement covers the grant before it. When it is not, the lock is
 // released.
 func (c *Client) confirm(ctx context.Context, l *Lock, ttl string) error {
-	_, acked, err := c.exec(ctx, &scriptRefresh, l.keys, []string{l.token, ttl})
+	_, acked, err := c.exec(ctx, &l.kind.refresh, l.keys, []string{l.token, ttl})
 	switch {
 	case rueidis.IsRedisNil(err):
 		return ErrNotObtained // lost at once: expired meanwhile

@@ -162,16 +162,30 @@ func queueName(keys []string) string {
 	return strings.Join(keys, "\x00")
 }
 
-// newWaiter returns a waiter for l; channel names its Client's pub/sub
+// newWaiter returns a waiter for l; mark is its kind ("" exclusive, "r"
+// shared, or a semaphore's limit) and channel names its Client's pub/sub
 // channel, which its entry carries.
-func newWaiter(l *Lock, ttl string, o *Options, channel string) *waiter {
-	return &waiter{l: l, entry: buildEntry(channel, l, ttl, o), signal: make(chan struct{}, 1)}
+func newWaiter(l *Lock, ttl string, o *Options, mark, channel string) *waiter {
+	return &waiter{l: l, entry: buildEntry(channel, l, ttl, o, mark), signal: make(chan struct{}, 1)}
 }
 
 // join puts w at the end of its queue. With behind set, it does so only
 // when other waiters are queued already (a newcomer does not overtake them),
-// and reports whether it did; the check and the join are one step.
+// and reports whether it did; the check and the join are one step. A
+// waiter of a kind that several may hold at once (a shared lock, a
+// semaphore) has a queue of its own, kept out of the map: it queues in
+// Redis itself, where a release may grant it together with others.
 func (qs *localQueues) join(w *waiter, behind bool) bool {
+	if !w.l.kind.exclusive {
+		if behind {
+			return false
+		}
+		qs.mu.Lock()
+		defer qs.mu.Unlock()
+		w.q = &keyQueue{waiters: []*waiter{w}}
+		qs.n.Add(1)
+		return true
+	}
 	name := queueName(w.l.keys)
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
@@ -416,14 +430,14 @@ func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool
 }
 
 // buildEntry returns a waiter's entry in Redis' wait queues (lua/queue.lua):
-// its Client's channel, token, TTL, fence key, metadata and keys.
-func buildEntry(channel string, l *Lock, ttl string, o *Options) string {
+// its Client's channel, token, TTL, fence key, metadata, kind and keys.
+func buildEntry(channel string, l *Lock, ttl string, o *Options, mark string) string {
 	var meta string
 	if o != nil {
 		meta = o.Metadata
 	}
-	fields := make([]string, 0, 5+len(l.keys))
-	fields = append(fields, channel, l.token, ttl, o.fenceKey(), meta)
+	fields := make([]string, 0, 6+len(l.keys))
+	fields = append(fields, channel, l.token, ttl, o.fenceKey(), meta, mark)
 	fields = append(fields, l.keys...)
 	n := 0
 	for _, f := range fields {

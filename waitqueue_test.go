@@ -83,8 +83,8 @@ func (m *queueModel) giveBack(mw *mWaiter, asked bool) {
 // newcomer: an Obtain that finds the lock held; behind others of its
 // Client it joins them, else it joins after its own attempt.
 func (m *queueModel) newcomer(key string) {
-	l := &Lock{keys: []string{key}, token: fmt.Sprintf("t%d", len(m.all))}
-	mw := &mWaiter{w: newWaiter(l, "100", nil, "redislock:model"), key: key}
+	l := &Lock{kind: exclusive, keys: []string{key}, token: fmt.Sprintf("t%d", len(m.all))}
+	mw := &mWaiter{w: newWaiter(l, "100", nil, "", "redislock:model"), key: key}
 	m.all = append(m.all, mw)
 	joined := m.qs.join(mw.w, true)
 	m.log = append(m.log, fmt.Sprintf("newcomer %s on %q: behind=%v", l.token, key, joined))

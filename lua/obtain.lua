@@ -15,7 +15,8 @@
 --
 -- Reply: the fence token (0 without a fence counter), >= 0, once every lock
 -- key holds the token with the new TTL; -1 - t when another token holds a
--- key, where t is that key's remaining TTL in milliseconds (0 when it has
+-- key (or a shared lock or a semaphore holds it: holders.lua), where t is
+-- that key's remaining TTL in milliseconds (0 when it has
 -- none, or when the waiter was queued behind others, who watch it), and then
 -- no lock key is written. With ARGV[5], a waiter that finds a key held is
 -- queued beside it (once), and one that takes the keys leaves every queue.
@@ -30,23 +31,12 @@ local n = lockKeys(fenced)
 
 local fence = 0
 for i = 1, n do
-	local v = redis.call("get", KEYS[i])
+	local v = value(KEYS[i])
 	if v then
 		if not owned(v, token) then
 			-- Queued behind others, the waiter is served by releases
 			-- alone: the holder's TTL is the first waiter's to watch.
-			local q = entry ~= "" and queue(KEYS[i])
-			local ahead = false
-			if q and ARGV[7] ~= "2" and not (ARGV[7] == "1" and try("lpos", q, entry)) then
-				local len = try("rpush", q, entry)
-				if len == 1 then
-					try("pexpire", q, ARGV[6])
-				elseif len then
-					try("pexpire", q, ARGV[6], "gt")
-					ahead = true
-				end
-			end
-			if ahead then
+			if entry ~= "" and enqueue(queue(KEYS[i]), entry) then
 				return -1
 			end
 			local left = redis.call("pttl", KEYS[i])

@@ -12,6 +12,8 @@
 --   ttl      the TTL it asks for, in milliseconds
 --   fence    its fence key, or ""
 --   meta     its metadata, or ""
+--   kind     "" for an exclusive lock; "r" for a shared one, or a
+--            semaphore's limit in decimal (holders.lua)
 --   keys...  the lock keys it waits for, in its order
 --
 -- A release takes the first entry: when it waits for the very keys released,
@@ -87,22 +89,23 @@ local function fields(entry)
 	return out
 end
 
--- waitsFor tells whether the entry's fields f name exactly KEYS[1..n].
+-- waitsFor tells whether the entry's fields f are an exclusive waiter's for
+-- exactly KEYS[1..n].
 local function waitsFor(f, n)
-	if #f - 5 ~= n then
+	if #f - 6 ~= n or f[6] ~= "" then
 		return false
 	end
 	for i = 1, n do
-		if f[5 + i] ~= KEYS[i] then
+		if f[6 + i] ~= KEYS[i] then
 			return false
 		end
 	end
 	return true
 end
 
--- grant gives KEYS[1..n] to the waiter of the entry's fields f, as a fresh
--- obtain would (its fence counter INCRed), and returns the fence token.
-local function grant(f, n)
+-- granted returns the fence token of a fresh obtain by the waiter of the
+-- entry's fields f (its fence counter INCRed, or 0), and its lock value.
+local function granted(f)
 	local fence = 0
 	if f[4] ~= "" then
 		fence = redis.call("incr", f[4])
@@ -111,10 +114,34 @@ local function grant(f, n)
 	if fence ~= 0 or f[5] ~= "" then
 		value = f[2] .. "\0" .. string.format("%d", fence) .. "\0" .. f[5]
 	end
+	return fence, value
+end
+
+-- grant gives KEYS[1..n] to the waiter of the entry's fields f, as a fresh
+-- obtain would, and returns the fence token.
+local function grant(f, n)
+	local fence, value = granted(f)
 	for i = 1, n do
 		redis.call("set", KEYS[i], value, "px", f[3])
 	end
 	return fence
+end
+
+-- enqueue puts entry at the end of the queue q as ARGV[7] says ("0": queue
+-- it; "1": unless it is queued already; "2": never), and keeps the queue
+-- ARGV[6] milliseconds; it reports whether others were queued ahead of it.
+local function enqueue(q, entry)
+	if not q or ARGV[7] == "2" or (ARGV[7] == "1" and try("lpos", q, entry)) then
+		return false
+	end
+	local len = try("rpush", q, entry)
+	if len == 1 then
+		try("pexpire", q, ARGV[6])
+	elseif len then
+		try("pexpire", q, ARGV[6], "gt")
+		return true
+	end
+	return false
 end
 
 -- dequeue takes entry out of the queues of KEYS[1..n].

@@ -8,7 +8,7 @@
 -- key is gone or held by another token, and then no TTL is changed.
 local token = ARGV[1]
 for i = 1, #KEYS do
-	if not owned(redis.call("get", KEYS[i]), token) then
+	if not owned(value(KEYS[i]), token) then
 		return false
 	end
 end

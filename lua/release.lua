@@ -1,5 +1,6 @@
 -- release.lua: delete every lock key if the token still holds all of them,
--- and pass the lock on to the first waiter (queue.lua).
+-- and pass the lock on to the first waiter (queue.lua): an exclusive one,
+-- or the shared or semaphore waiters at the head of the queue (holders.lua).
 --
 -- KEYS[1..n]  the lock keys; on a cluster, then the wait queue of each
 --             (lockKeys)
@@ -13,8 +14,9 @@
 -- and then nothing is written; else
 --   1      the keys were deleted (a queued waiter that waits for other keys
 --          was told to try again);
---   2      the lock passed to the first queued waiter, and its channel was
---          told "<fence>:<token>";
+--   2      the lock passed to the first queued waiter (or to the shared or
+--          semaphore waiters at the head of the queue), and its channel
+--          was told "<fence>:<token>";
 --   3 + f  the lock passed to the waiter of ARGV[3], with fence token f.
 local token = ARGV[1]
 local n = lockKeys(false)
@@ -22,7 +24,7 @@ if ARGV[2] and ARGV[2] ~= "" then
 	dequeue(ARGV[2], n)
 end
 for i = 1, n do
-	if not owned(redis.call("get", KEYS[i]), token) then
+	if not owned(value(KEYS[i]), token) then
 		return false
 	end
 end
@@ -33,6 +35,19 @@ for i = 1, n do
 	while entry do
 		local f = fields(entry)
 		if f[2] ~= token then
+			if f[6] ~= "" then
+				-- A shared or semaphore waiter: the key passes to it,
+				-- and to those after it that may hold it with it.
+				try("lpush", q, entry)
+				for j = 1, n do
+					redis.call("del", KEYS[j])
+				end
+				local now = clock()
+				local h = load(KEYS[i], now)
+				fill(KEYS[i], h, now, token, true)
+				save(KEYS[i], h, now)
+				return 2
+			end
 			if waitsFor(f, n) and grantable(f) then
 				local fence = grant(f, n)
 				if n > 1 then

@@ -25,6 +25,7 @@ const (
 	errInvalidToken                    // redislock.ErrInvalidToken
 	errInvalidMetadata                 // redislock.ErrInvalidMetadata
 	errCrossSlot                       // redislock.ErrCrossSlot
+	errInvalidLimit                    // redislock.ErrInvalidLimit
 	errNotObtained                     // redislock.ErrNotObtained (never an error outcome today)
 	errLockNotHeld                     // redislock.ErrLockNotHeld (never an error outcome today)
 	errNotReplicated                   // redislock.ErrNotReplicated
@@ -59,6 +60,7 @@ var errTypeNames = func() [numErrTypes]string {
 		errInvalidToken:     "invalid_token",
 		errInvalidMetadata:  "invalid_metadata",
 		errCrossSlot:        "cross_slot",
+		errInvalidLimit:     "invalid_limit",
 		errNotObtained:      "not_obtained",
 		errLockNotHeld:      "lock_not_held",
 		errNotReplicated:    "not_replicated",
@@ -82,6 +84,7 @@ var sentinels = [...]struct {
 	{redislock.ErrInvalidToken, errInvalidToken},
 	{redislock.ErrInvalidMetadata, errInvalidMetadata},
 	{redislock.ErrCrossSlot, errCrossSlot},
+	{redislock.ErrInvalidLimit, errInvalidLimit},
 	{redislock.ErrNotObtained, errNotObtained},
 	{redislock.ErrLockNotHeld, errLockNotHeld},
 	{redislock.ErrNotReplicated, errNotReplicated},

@@ -9,8 +9,9 @@
 // may be set after the Client is made. While they are unset, or are the
 // noop providers, no span is started and nothing is allocated for it.
 //
-// Spans: one for each Obtain, ObtainMulti, Refresh, Release and TTL, named
-// redislock.obtain, redislock.obtain_multi, redislock.refresh,
+// Spans: one for each Obtain, ObtainMulti, ObtainShared, ObtainSemaphore,
+// Refresh, Release and TTL, named redislock.obtain, redislock.obtain_multi,
+// redislock.obtain_shared, redislock.obtain_semaphore, redislock.refresh,
 // redislock.release and redislock.ttl, of kind Internal, a child of the span
 // in the caller's ctx. The operation's Redis commands run in its ctx, so
 // that the spans of a rueidisotel client underneath are its children. Each
@@ -47,7 +48,7 @@ import (
 )
 
 const (
-	numOps      = int(redislock.OpTTL) + 1 // Op 0 is "unknown"
+	numOps      = int(redislock.OpObtainSemaphore) + 1 // Op 0 is "unknown"
 	numOutcomes = int(redislock.OutcomeError) + 1
 )
 

@@ -170,6 +170,27 @@ func spanScenarios() []scenario {
 			}),
 		}},
 	}, {
+		name: "obtain shared and semaphore",
+		run: func(t *testing.T, ctx context.Context, e *env) {
+			_, err := e.locker.ObtainShared(ctx, e.key("s"), time.Second, nil)
+			require.NoError(t, err)
+			_, err = e.locker.ObtainSemaphore(ctx, e.key("p"), 2, time.Second, nil)
+			require.NoError(t, err)
+		},
+		want: []wantSpan{{
+			name: "redislock.obtain_shared",
+			attrs: base("obtain_shared", map[string]any{
+				"redislock.key_count": int64(1), "redislock.attempts": int64(1), "redislock.contended": int64(0),
+				"redislock.ttl": 1.0, "redislock.outcome": "obtained",
+			}),
+		}, {
+			name: "redislock.obtain_semaphore",
+			attrs: base("obtain_semaphore", map[string]any{
+				"redislock.key_count": int64(1), "redislock.attempts": int64(1), "redislock.contended": int64(0),
+				"redislock.ttl": 1.0, "redislock.outcome": "obtained",
+			}),
+		}},
+	}, {
 		name: "refresh and ttl",
 		run: func(t *testing.T, ctx context.Context, e *env) {
 			lock, err := e.locker.Obtain(ctx, e.key("a"), time.Second, nil)
@@ -324,6 +345,8 @@ func spanScenarios() []scenario {
 			require.ErrorIs(t, err, redislock.ErrInvalidToken)
 			_, err = e.locker.Obtain(ctx, e.key("a"), time.Second, &redislock.Options{Metadata: strings.Repeat("m", redislock.MaxMetadataLen+1)})
 			require.ErrorIs(t, err, redislock.ErrInvalidMetadata)
+			_, err = e.locker.ObtainSemaphore(ctx, e.key("a"), 0, time.Second, nil)
+			require.ErrorIs(t, err, redislock.ErrInvalidLimit)
 		},
 		want: []wantSpan{{
 			name: "redislock.obtain",
@@ -353,6 +376,13 @@ func spanScenarios() []scenario {
 				"redislock.ttl": 1.0, "redislock.outcome": "error", "error.type": "invalid_metadata",
 			}),
 			status: codes.Error, desc: "invalid_metadata",
+		}, {
+			name: "redislock.obtain_semaphore",
+			attrs: base("obtain_semaphore", map[string]any{
+				"redislock.key_count": int64(1), "redislock.attempts": int64(0), "redislock.contended": int64(0),
+				"redislock.ttl": 1.0, "redislock.outcome": "error", "error.type": "invalid_limit",
+			}),
+			status: codes.Error, desc: "invalid_limit",
 		}},
 	}, {
 		name: "a Redis error reply is an error by its prefix",

@@ -59,7 +59,7 @@ func newOpInfo(op redislock.Op, extra []attribute.KeyValue) opInfo {
 			trace.WithSpanKind(trace.SpanKindInternal),
 			trace.WithAttributes(base...),
 		},
-		obtain: op == redislock.OpObtain || op == redislock.OpObtainMulti,
+		obtain: op.IsObtain(),
 	}
 	for out := range numOutcomes {
 		kv := AttrOutcome.String(outcomeName(op, redislock.Outcome(out)))
@@ -79,7 +79,7 @@ func newOpInfo(op redislock.Op, extra []attribute.KeyValue) opInfo {
 
 // outcomeName is the value of the Outcome attribute.
 func outcomeName(op redislock.Op, out redislock.Outcome) string {
-	obtain := op == redislock.OpObtain || op == redislock.OpObtainMulti
+	obtain := op.IsObtain()
 	switch out {
 	case redislock.OutcomeOK:
 		if obtain {

@@ -30,6 +30,7 @@ type Held struct {
 	c    *Client
 	Lock *redislock.Lock
 	Key  string
+	Mode Mode
 	TTL  time.Duration
 	// ValidUntil is the Recorder's time until which the lock is known to be
 	// valid: the start of its last OK obtain or refresh plus the TTL.
@@ -40,11 +41,26 @@ type Held struct {
 // outcome it also records the library's cleanup, as a release with an
 // unknown outcome.
 func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt *redislock.Options) (*Held, error) {
+	return c.ObtainKind(ctx, key, Exclusive, 0, ttl, opt)
+}
+
+// ObtainKind is Obtain for a lock of any mode: Client.Obtain,
+// Client.ObtainShared, or Client.ObtainSemaphore with limit.
+func (c *Client) ObtainKind(ctx context.Context, key string, mode Mode, limit int, ttl time.Duration, opt *redislock.Options) (*Held, error) {
 	done := ctx.Err() != nil
 	call := c.Rec.Now()
-	lock, err := c.Locker.Obtain(ctx, key, ttl, opt)
+	var lock *redislock.Lock
+	var err error
+	switch mode {
+	case Shared:
+		lock, err = c.Locker.ObtainShared(ctx, key, ttl, opt)
+	case Semaphore:
+		lock, err = c.Locker.ObtainSemaphore(ctx, key, limit, ttl, opt)
+	default:
+		lock, err = c.Locker.Obtain(ctx, key, ttl, opt)
+	}
 	ret := c.Rec.Now()
-	op := Op{Client: c.ID, Key: key, Kind: Obtain, TTL: ttl, Call: call, Return: ret,
+	op := Op{Client: c.ID, Key: key, Kind: Obtain, Mode: mode, Limit: limit, TTL: ttl, Call: call, Return: ret,
 		Deadline: c.Rec.ctxDeadline(ctx), Err: err, Outcome: outcomeOf(err, redislock.ErrNotObtained, false)}
 	if op.Outcome == Refused && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		// Not obtained when the ctx ended: with a random token an attempt
@@ -70,7 +86,7 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt 
 	if err != nil {
 		return nil, err
 	}
-	return &Held{c: c, Lock: lock, Key: key, TTL: ttl, ValidUntil: call + ttl}, nil
+	return &Held{c: c, Lock: lock, Key: key, Mode: mode, TTL: ttl, ValidUntil: call + ttl}, nil
 }
 
 // Valid reports whether the lock is still known to be valid.
@@ -176,6 +192,9 @@ type Workload struct {
 	// OnAcquire, when set, is called after every OK obtain with the
 	// running total (to inject faults at given points).
 	OnAcquire func(n int)
+	// Kind draws the mode of each obtain, and a semaphore's limit. Default
+	// (nil): Exclusive. Only exclusive holders write to the Resource.
+	Kind func(r *rand.Rand) (Mode, int)
 }
 
 // FenceKey returns the fence counter's key for a lock key.
@@ -218,8 +237,12 @@ func (w *Workload) Run(ctx context.Context) int {
 // cycle makes one obtain, and when it succeeds the rest of the cycle; it
 // reports whether the obtain succeeded.
 func (w *Workload) cycle(ctx context.Context, c *Client, rng *rand.Rand, key string) bool {
+	mode, limit := Exclusive, 0
+	if w.Kind != nil {
+		mode, limit = w.Kind(rng)
+	}
 	octx, cancel := context.WithTimeout(ctx, w.CallTimeout)
-	h, err := c.Obtain(octx, key, w.TTL, &redislock.Options{RetryStrategy: w.Retry, FenceKey: FenceKey(key)})
+	h, err := c.ObtainKind(octx, key, mode, limit, w.TTL, &redislock.Options{RetryStrategy: w.Retry, FenceKey: FenceKey(key)})
 	cancel()
 	if err != nil {
 		if !errors.Is(err, redislock.ErrNotObtained) {
@@ -236,7 +259,7 @@ func (w *Workload) cycle(ctx context.Context, c *Client, rng *rand.Rand, key str
 		_ = h.Refresh(rctx)
 		cancel()
 	}
-	if w.Resource != nil {
+	if w.Resource != nil && mode == Exclusive {
 		h.Write(w.Resource)
 	}
 	// Releasing is worth trying while the lock may be held; past that, one

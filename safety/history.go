@@ -79,6 +79,8 @@ type Op struct {
 	Client  int
 	Key     string
 	Kind    Kind
+	Mode    Mode   // an obtain's: exclusive, shared or semaphore
+	Limit   int    // with Semaphore: the obtain's limit
 	Token   string // the lock's token; for a failed obtain a unique stand-in
 	TTL     time.Duration
 	Call    time.Duration
@@ -277,7 +279,8 @@ func outcomeOf(err, notTaken error, single bool) Outcome {
 	case errors.Is(err, notTaken):
 		return Refused
 	case errors.Is(err, redislock.ErrInvalidTTL), errors.Is(err, redislock.ErrInvalidKey),
-		errors.Is(err, redislock.ErrInvalidToken), errors.Is(err, redislock.ErrInvalidMetadata):
+		errors.Is(err, redislock.ErrInvalidToken), errors.Is(err, redislock.ErrInvalidMetadata),
+		errors.Is(err, redislock.ErrInvalidLimit):
 		return NoEffect
 	case single && notSent(err):
 		return NoEffect

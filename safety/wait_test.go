@@ -43,7 +43,7 @@ var _ redislock.Observer = (*wakeCounter)(nil)
 func (w *wakeCounter) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
 
 func (w *wakeCounter) End(_ context.Context, ev *redislock.Event) {
-	if ev.Op != redislock.OpObtain {
+	if !ev.Op.IsObtain() {
 		return
 	}
 	w.obtains.Add(1)
