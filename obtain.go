@@ -24,6 +24,7 @@ const (
 type waitStats struct {
 	attempts, contended            int
 	byRelease, byExpiry, byBackoff int
+	nodes                          tally // a quorum's last attempt
 }
 
 // obtainCall is one Obtain or ObtainMulti: the state its steps share. Its
@@ -59,6 +60,7 @@ func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, 
 		st := &a.stats
 		ev.Attempts, ev.Contended = st.attempts, st.contended
 		ev.WokenByRelease, ev.WokenByExpiry, ev.WokenByBackoff = st.byRelease, st.byExpiry, st.byBackoff
+		st.nodes.report(ev)
 		if err == nil {
 			l.obtained = ev.Start.Sub(clockBase)
 		}
@@ -228,6 +230,8 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 // send sends one attempt, queueing the waiter in Redis as mode says.
 func (a *obtainCall) send(ctx context.Context, mode queueMode) attemptReply {
 	switch {
+	case a.c.q != nil:
+		return a.c.q.tryObtain(ctx, a)
 	case mode == queueFirst || mode == queueAgain:
 		return a.sendQueued(ctx, mode)
 	case a.plain():
@@ -265,7 +269,9 @@ func (a *obtainCall) queue(ctx context.Context) queueMode {
 	if a.w == nil {
 		return queueNone
 	}
-	if a.c.queues.mayQueue(a.w) && a.c.sub.register(ctx, a.w, a.r.limit) {
+	// A quorum waiter is never queued in the nodes' wait queues
+	// (quorum.go): it waits by the backoff, or a Release of its Client.
+	if a.c.q == nil && a.c.queues.mayQueue(a.w) && a.c.sub.register(ctx, a.w, a.r.limit) {
 		switch again, ok := a.c.queues.expose(a.w); {
 		case ok && again:
 			return queueAgain

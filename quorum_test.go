@@ -1,0 +1,360 @@
+package redislock_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-223c80a0/redislock"
+	"github.com/seed-223c80a0/redislock/internal/redistest"
+)
+
+// quorumNodes is a quorum Client over n redis-servers of its own.
+type quorumNodes struct {
+	client  *redislock.Client
+	servers []*redistest.Server
+	clients []rueidis.Client
+	obs     *counter
+}
+
+func startQuorum(t *testing.T, n int, opts ...redislock.ClientOption) *quorumNodes {
+	t.Helper()
+	redistest.Require(t)
+	qn := &quorumNodes{obs: &counter{}}
+	for range n {
+		srv := redistest.StartServer(t)
+		qn.servers = append(qn.servers, srv)
+		// A stopped node's dial fails at once; a paused one is bounded by
+		// the library, not by rueidis' defaults.
+		qn.clients = append(qn.clients, srv.Client(t, func(o *rueidis.ClientOption) {
+			o.Dialer.Timeout = 200 * time.Millisecond
+		}))
+	}
+	opts = append([]redislock.ClientOption{redislock.WithObserver(qn.obs)}, opts...)
+	qn.client = redislock.NewQuorum(qn.clients, opts...)
+	return qn
+}
+
+// value returns key's value on node i, "" when it has none.
+func (qn *quorumNodes) value(t *testing.T, i int, key string) string {
+	t.Helper()
+	v, err := qn.servers[i].Do(t, "GET", key)
+	require.NoError(t, err)
+	return v
+}
+
+// holders counts the nodes whose key holds token.
+func (qn *quorumNodes) holders(t *testing.T, key, token string) int {
+	t.Helper()
+	n := 0
+	for i := range qn.servers {
+		if v := qn.value(t, i, key); v == token || (len(v) > len(token) && v[:len(token)+1] == token+"\x00") {
+			n++
+		}
+	}
+	return n
+}
+
+// lastCounts returns the node counts of the last observed operation.
+func (qn *quorumNodes) lastCounts() [3]int {
+	ev := qn.obs.last.Load()
+	return [3]int{ev.NodesGranted, ev.NodesRefused, ev.NodesFailed}
+}
+
+func TestNewQuorum_badInput(t *testing.T) {
+	redistest.Require(t)
+	a := redistest.StartServer(t).Client(t)
+	require.PanicsWithValue(t, "redislock: NewQuorum: no clients", func() { redislock.NewQuorum(nil) })
+	require.PanicsWithValue(t, "redislock: NewQuorum: client 2 is nil", func() { redislock.NewQuorum([]rueidis.Client{a, nil}) })
+	require.PanicsWithValue(t, "redislock: NewQuorum: clients 1 and 2 are the same client",
+		func() { redislock.NewQuorum([]rueidis.Client{a, a}) })
+}
+
+func TestQuorum_badInput(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx := t.Context()
+	_, err := qn.client.Obtain(ctx, "k", 0, nil)
+	require.ErrorIs(t, err, redislock.ErrInvalidTTL)
+	_, err = qn.client.ObtainMulti(ctx, []string{"k", "k"}, time.Second, nil)
+	require.ErrorIs(t, err, redislock.ErrInvalidKey)
+	_, err = qn.client.Obtain(ctx, "k", time.Second, &redislock.Options{FenceKey: "k"})
+	require.ErrorIs(t, err, redislock.ErrInvalidKey)
+	for i, srv := range qn.servers {
+		n, err := srv.Do(t, "DBSIZE")
+		require.NoError(t, err)
+		require.Equal(t, "0", n, "node %d", i+1)
+	}
+}
+
+func TestQuorum_ObtainRelease(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx := t.Context()
+	l, err := qn.client.Obtain(ctx, "q:or", time.Minute, &redislock.Options{Metadata: "m"})
+	require.NoError(t, err)
+	require.Equal(t, [3]int{3, 0, 0}, qn.lastCounts())
+	require.Equal(t, 3, qn.holders(t, "q:or", l.Token()))
+	_, err = qn.client.Obtain(ctx, "q:or", time.Minute, nil)
+	require.ErrorIs(t, err, redislock.ErrNotObtained)
+	require.Equal(t, [3]int{0, 3, 0}, qn.lastCounts())
+	require.NoError(t, l.Release(ctx))
+	require.Equal(t, [3]int{3, 0, 0}, qn.lastCounts())
+	require.Equal(t, 0, qn.holders(t, "q:or", l.Token()))
+	require.ErrorIs(t, l.Release(ctx), redislock.ErrLockNotHeld)
+}
+
+// TestQuorum_nodeDown: one node of three stopped, then paused: the lock is
+// held on the other two; two of three down: no quorum, and nothing left.
+func TestQuorum_nodeDown(t *testing.T) {
+	for _, mode := range []string{"stopped", "paused"} {
+		t.Run(mode, func(t *testing.T) {
+			qn := startQuorum(t, 3, redislock.WithReleaseTimeout(300*time.Millisecond))
+			ctx := t.Context()
+			down := func(i int) {
+				if mode == "stopped" {
+					qn.servers[i].Stop(t)
+					return
+				}
+				qn.servers[i].Pause(t)
+				t.Cleanup(func() { qn.servers[i].Resume(t) })
+			}
+			down(0)
+			l, err := qn.client.Obtain(ctx, "q:down", 2*time.Second, nil)
+			require.NoError(t, err)
+			require.Equal(t, [3]int{2, 0, 1}, qn.lastCounts())
+			ttl, err := l.TTL(ctx)
+			require.NoError(t, err)
+			require.Greater(t, ttl, time.Second)
+			require.NoError(t, l.Refresh(ctx, 2*time.Second, nil))
+			require.NoError(t, l.Release(ctx))
+			require.Equal(t, [3]int{2, 0, 1}, qn.lastCounts())
+
+			down(1)
+			_, err = qn.client.Obtain(ctx, "q:down", 2*time.Second, nil)
+			var qe *redislock.QuorumError
+			require.ErrorAs(t, err, &qe)
+			require.ErrorIs(t, err, redislock.ErrNoQuorum)
+			require.NotErrorIs(t, err, redislock.ErrNotObtained)
+			require.Equal(t, [3]int{1, 0, 2}, [3]int{qe.Granted, qe.Refused, qe.Failed})
+			require.Len(t, qe.Errs, 2)
+			if mode == "stopped" {
+				var op *net.OpError
+				require.ErrorAs(t, err, &op) // the node's own error
+			} else {
+				require.ErrorIs(t, err, context.DeadlineExceeded) // the node's call bound
+			}
+			v, err := qn.servers[2].Do(t, "DBSIZE")
+			require.NoError(t, err)
+			require.Equal(t, "0", v, "the minority grant is given back")
+		})
+	}
+}
+
+func TestQuorum_fiveNodes(t *testing.T) {
+	qn := startQuorum(t, 5)
+	ctx := t.Context()
+	qn.servers[0].Stop(t)
+	qn.servers[1].Stop(t)
+	l, err := qn.client.Obtain(ctx, "q:five", time.Minute, nil)
+	require.NoError(t, err)
+	require.Equal(t, [3]int{3, 0, 2}, qn.lastCounts())
+	require.NoError(t, l.Release(ctx))
+	qn.servers[2].Stop(t)
+	_, err = qn.client.Obtain(ctx, "q:five", time.Minute, nil)
+	require.ErrorIs(t, err, redislock.ErrNoQuorum)
+	require.Equal(t, [3]int{2, 0, 3}, qn.lastCounts())
+}
+
+// TestQuorum_heldByOther: a minority held by another token does not stop
+// an obtain; a majority does (ErrNotObtained), and the minority granted is
+// given back.
+func TestQuorum_heldByOther(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx := t.Context()
+	_, err := qn.servers[0].Do(t, "SET", "q:held", "other", "PX", "60000")
+	require.NoError(t, err)
+	l, err := qn.client.Obtain(ctx, "q:held", time.Minute, nil)
+	require.NoError(t, err)
+	require.Equal(t, [3]int{2, 1, 0}, qn.lastCounts())
+	require.NoError(t, l.Release(ctx))
+	require.Equal(t, "other", qn.value(t, 0, "q:held"))
+
+	_, err = qn.servers[1].Do(t, "SET", "q:held", "other", "PX", "60000")
+	require.NoError(t, err)
+	_, err = qn.client.Obtain(ctx, "q:held", time.Minute, &redislock.Options{Token: "mine"})
+	require.ErrorIs(t, err, redislock.ErrNotObtained)
+	require.Equal(t, [3]int{1, 2, 0}, qn.lastCounts())
+	require.Empty(t, qn.value(t, 2, "q:held"))
+}
+
+// TestQuorum_keysDeleted: Refresh takes back a key that vanished on one
+// node; with keys gone on two nodes, Refresh fails and takes nothing back,
+// and Release reports the lock not held.
+func TestQuorum_keysDeleted(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx := t.Context()
+	l, err := qn.client.Obtain(ctx, "q:del", time.Minute, nil)
+	require.NoError(t, err)
+	_, err = qn.servers[0].Do(t, "DEL", "q:del")
+	require.NoError(t, err)
+	require.NoError(t, l.Refresh(ctx, time.Minute, nil))
+	require.Equal(t, 3, qn.holders(t, "q:del", l.Token()), "taken back")
+
+	_, err = qn.servers[0].Do(t, "DEL", "q:del")
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx), "held on two of three")
+
+	l, err = qn.client.Obtain(ctx, "q:del", time.Minute, nil)
+	require.NoError(t, err)
+	for i := range 2 {
+		_, err = qn.servers[i].Do(t, "DEL", "q:del")
+		require.NoError(t, err)
+	}
+	require.ErrorIs(t, l.Refresh(ctx, time.Minute, nil), redislock.ErrNotObtained)
+	require.Equal(t, 1, qn.holders(t, "q:del", l.Token()), "nothing taken back")
+	ttl, err := l.TTL(ctx)
+	require.NoError(t, err)
+	require.Zero(t, ttl)
+	require.ErrorIs(t, l.Release(ctx), redislock.ErrLockNotHeld)
+}
+
+// TestQuorum_TTL: the majority-th largest remaining TTL.
+func TestQuorum_TTL(t *testing.T) {
+	qn := startQuorum(t, 3, redislock.WithReleaseTimeout(300*time.Millisecond))
+	ctx := t.Context()
+	l, err := qn.client.Obtain(ctx, "q:ttl", time.Minute, nil)
+	require.NoError(t, err)
+	for i, s := range []string{"10000", "30000", "20000"} {
+		_, err := qn.servers[i].Do(t, "PEXPIRE", "q:ttl", s)
+		require.NoError(t, err)
+	}
+	ttl, err := l.TTL(ctx)
+	require.NoError(t, err)
+	require.LessOrEqual(t, ttl, 20*time.Second)
+	require.Greater(t, ttl, 19*time.Second)
+	qn.servers[1].Stop(t)
+	ttl, err = l.TTL(ctx)
+	require.NoError(t, err)
+	require.LessOrEqual(t, ttl, 10*time.Second, "a node that does not answer counts as 0")
+	require.Greater(t, ttl, 9*time.Second)
+}
+
+// TestQuorum_validity: a TTL under the drift allowance (1% + 2ms) leaves
+// no validity: the lock is never returned, whether the nodes answered
+// within their bound (Expired) or not.
+func TestQuorum_validity(t *testing.T) {
+	qn := startQuorum(t, 3)
+	for range 20 {
+		l, err := qn.client.Obtain(t.Context(), "q:valid", 2*time.Millisecond, nil)
+		require.Nil(t, l)
+		var qe *redislock.QuorumError
+		require.ErrorAs(t, err, &qe)
+		require.NotErrorIs(t, err, redislock.ErrNotObtained)
+		require.True(t, qe.Expired || qe.Failed > 0, "%v", err)
+	}
+}
+
+// TestQuorum_fencing: counters A=10, B=5, C=5, one node unavailable in
+// turn: fence tokens strictly increase whichever majority granted them (a
+// maximum over INCRs alone would give 11, then 7).
+func TestQuorum_fencing(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx := t.Context()
+	for i, n := range []string{"10", "5", "5"} {
+		_, err := qn.servers[i].Do(t, "SET", "q:fence", n)
+		require.NoError(t, err)
+	}
+	opt := &redislock.Options{FenceKey: "q:fence"}
+	var last int64
+	for round, down := range []int{2, 0, 1, 2, 0, 1} {
+		qn.servers[down].Pause(t)
+		l, err := qn.client.Obtain(ctx, "q:fenced:"+strconv.Itoa(round), 2*time.Second, opt)
+		qn.servers[down].Resume(t)
+		require.NoError(t, err, "round %d", round)
+		require.Greater(t, l.FenceToken(), last, "round %d, node %d down", round, down+1)
+		last = l.FenceToken()
+	}
+	require.Equal(t, int64(16), last)
+}
+
+// TestQuorum_contention: several quorum Clients, several goroutines each,
+// one key: never two holders, and every goroutine gets its turns (no
+// deadlock when the nodes' grants split between contenders).
+func TestQuorum_contention(t *testing.T) {
+	qn := startQuorum(t, 3)
+	clients := []*redislock.Client{qn.client, redislock.NewQuorum(qn.clients), redislock.NewQuorum(qn.clients)}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var held, total atomic.Int64
+	var wg sync.WaitGroup
+	const goroutines, turns = 3, 5
+	opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(2 * time.Millisecond)}
+	for _, c := range clients {
+		for range goroutines {
+			wg.Go(func() {
+				for range turns {
+					l, err := c.Obtain(ctx, "q:contended", 5*time.Second, opt)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if held.Add(1) != 1 {
+						t.Error("two holders")
+					}
+					total.Add(1)
+					held.Add(-1)
+					if err := l.Release(ctx); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	require.Equal(t, int64(len(clients)*goroutines*turns), total.Load())
+}
+
+// TestQuorum_wokenByRelease: a waiter whose backoff and holder's TTL are
+// both far away is woken by its Client's Release.
+func TestQuorum_wokenByRelease(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	l, err := qn.client.Obtain(ctx, "q:wake", time.Minute, nil)
+	require.NoError(t, err)
+	got := obtainAsync(ctx, qn.client, []string{"q:wake"},
+		&redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Minute)})
+	awaitBlocked(t, 1)
+	require.NoError(t, l.Release(ctx))
+	res := <-got
+	require.NoError(t, res.err)
+	ev := qn.obs.last.Load()
+	require.Equal(t, redislock.OpObtain, ev.Op)
+	require.Equal(t, 1, ev.WokenByRelease)
+}
+
+// TestQuorum_Watch: the watched ctx is cancelled once a majority is lost.
+func TestQuorum_Watch(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx := t.Context()
+	l, err := qn.client.Obtain(ctx, "q:watch", 300*time.Millisecond, nil)
+	require.NoError(t, err)
+	work, stop := l.Watch(ctx, 300*time.Millisecond)
+	defer stop()
+	for i := range 2 {
+		_, err = qn.servers[i].Do(t, "SET", "q:watch", "other")
+		require.NoError(t, err)
+	}
+	select {
+	case <-work.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watched ctx is still live")
+	}
+	require.ErrorIs(t, context.Cause(work), redislock.ErrLockNotHeld)
+}
