@@ -231,7 +231,7 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 func (a *obtainCall) send(ctx context.Context, mode queueMode) attemptReply {
 	switch {
 	case a.c.q != nil:
-		return a.c.q.tryObtain(ctx, a)
+		return a.sendQuorum(ctx)
 	case mode == queueFirst || mode == queueAgain:
 		return a.sendQueued(ctx, mode)
 	case a.plain():

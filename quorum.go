@@ -110,60 +110,77 @@ func validity(ttl time.Duration, start time.Time) time.Duration {
 	return ttl - time.Since(start) - ttl/100 - 2*time.Millisecond
 }
 
-// tryObtain is a quorum Client's attempt (the engine's step 2): the kind's
-// attempt on every node at once, each bounded by the ctx and
-// TTL/QuorumCallFraction; with a fence key, the fence token made a quorum
-// register (raiseFence). It is granted only when a majority granted and
-// validity is left; otherwise what the nodes granted is given back before
-// it returns. A majority held by another token (or nodes split between
-// contenders) reads as held; no majority either way because nodes failed
-// is a *QuorumError.
-func (q *quorum) tryObtain(ctx context.Context, a *obtainCall) attemptReply {
-	start := time.Now()
-	l, ttl, plain := a.l, a.r.ttl, a.plain()
-	keys, args := l.keys, []string(nil)
-	if !plain {
-		keys, args = a.keys(), a.args(queueNone, "")
+// sendQuorum is a quorum Client's attempt (the engine's step 2), with what
+// it learned of the nodes and of its outcome. It hands q.tryObtain what it
+// needs rather than the obtainCall, which stays on the stack.
+func (a *obtainCall) sendQuorum(ctx context.Context) attemptReply {
+	at := quorumAttempt{l: a.l, ttl: a.r.ttl, ttlMs: a.ttl, plain: a.plain(), fenced: a.o.fenceKey() != ""}
+	at.keys = a.l.keys
+	if !at.plain {
+		at.keys, at.args = a.keys(), a.args(queueNone, "")
 	}
+	rep, t := a.c.q.tryObtain(ctx, &at)
+	a.stats.nodes = t
+	if t.ambiguous {
+		a.unknown = true // a failed node may hold a grant: given up, it is cleaned up
+	}
+	return rep
+}
+
+// quorumAttempt is what one attempt of a quorum sends.
+type quorumAttempt struct {
+	l             *Lock
+	ttl           time.Duration
+	ttlMs         string
+	plain, fenced bool // a SET NX PX on each node; with a fence key
+	keys, args    []string
+}
+
+// tryObtain is a quorum Client's attempt: the kind's attempt on every node
+// at once, each bounded by the ctx and TTL/QuorumCallFraction; with a fence
+// key, the fence token made a quorum register (raiseFence). It is granted
+// only when a majority granted and validity is left; otherwise what the
+// nodes granted is given back before it returns. A majority held by
+// another token (or nodes split between contenders) reads as held; no
+// majority either way because nodes failed is a *QuorumError.
+func (q *quorum) tryObtain(ctx context.Context, at *quorumAttempt) (attemptReply, tally) {
+	start := time.Now()
+	l := at.l
 	reps := make([]nodeReply, len(q.nodes))
-	q.each(ctx, ttl/QuorumCallFraction, func(ctx context.Context, i int) {
+	q.each(ctx, at.ttl/QuorumCallFraction, func(ctx context.Context, i int) {
 		var rep attemptReply
-		if plain {
-			rep = q.nodes[i].tryPlain(ctx, l, a.ttl)
+		if at.plain {
+			rep = q.nodes[i].tryPlain(ctx, l, at.ttlMs)
 		} else {
-			rep = q.nodes[i].tryObtain(ctx, l, keys, args)
+			rep = q.nodes[i].tryObtain(ctx, l, at.keys, at.args)
 		}
 		reps[i] = nodeReply{refused: rep.held, n: rep.fence, left: rep.left, err: rep.err}
 	})
 	t := count(ctx, reps)
-	if t.ambiguous {
-		a.unknown = true // a failed node may hold a grant: given up, it is cleaned up
-	}
 	var fence int64
-	if t.granted >= q.majority && a.o.fenceKey() != "" {
-		fence = q.raiseFence(ctx, a, keys, reps)
+	if t.granted >= q.majority && at.fenced {
+		fence = q.raiseFence(ctx, at, reps)
 		t = count(ctx, reps)
 	}
-	a.stats.nodes = t
 	expired := false
 	if t.granted >= q.majority {
-		if validity(ttl, start) > 0 {
-			return attemptReply{fence: fence}
+		if validity(at.ttl, start) > 0 {
+			return attemptReply{fence: fence}, t
 		}
 		expired = true
 	}
 	if t.granted > 0 && !q.giveBack(ctx, l, reps) {
-		a.unknown = true
+		t.ambiguous = true
 	}
 	switch {
 	case ctx.Err() != nil:
-		return attemptReply{err: ctx.Err()}
+		return attemptReply{err: ctx.Err()}, t
 	case expired || (t.failed > 0 && t.refused < q.majority):
-		return attemptReply{err: t.error(OpObtain, len(q.nodes), expired)}
+		return attemptReply{err: t.error(OpObtain, len(q.nodes), expired)}, t
 	case t.granted > 0:
 		// Split between contenders: each gave its grants back; they try
 		// again at random instants within splitJitter.
-		return attemptReply{held: true, left: rand.N(splitJitter)}
+		return attemptReply{held: true, left: rand.N(splitJitter)}, t
 	}
 	var left time.Duration
 	for _, rep := range reps {
@@ -171,7 +188,7 @@ func (q *quorum) tryObtain(ctx context.Context, a *obtainCall) attemptReply {
 			left = rep.left
 		}
 	}
-	return attemptReply{held: true, left: left}
+	return attemptReply{held: true, left: left}, t
 }
 
 // raiseFence makes the fence token a quorum register: it is f, the
@@ -181,7 +198,7 @@ func (q *quorum) tryObtain(ctx context.Context, a *obtainCall) attemptReply {
 // granting node that could not be raised counts as refused (it lost the
 // lock meanwhile) or failed. Any later majority intersects this one, and
 // its INCR on a node in both exceeds f.
-func (q *quorum) raiseFence(ctx context.Context, a *obtainCall, keys []string, reps []nodeReply) int64 {
+func (q *quorum) raiseFence(ctx context.Context, at *quorumAttempt, reps []nodeReply) int64 {
 	var f int64
 	for _, rep := range reps {
 		if rep.err == nil && !rep.refused {
@@ -195,15 +212,15 @@ func (q *quorum) raiseFence(ctx context.Context, a *obtainCall, keys []string, r
 	if !lagging {
 		return f
 	}
-	l := a.l
+	l := at.l
 	args := []string{l.token, strconv.FormatInt(f, 10), l.metadata}
-	q.each(ctx, a.r.ttl/QuorumCallFraction, func(ctx context.Context, i int) {
+	q.each(ctx, at.ttl/QuorumCallFraction, func(ctx context.Context, i int) {
 		rep := &reps[i]
 		if rep.err != nil || rep.refused || rep.n == f {
 			return
 		}
 		node := q.nodes[i]
-		_, acked, err := node.exec(ctx, &scriptFence, keys, args)
+		_, acked, err := node.exec(ctx, &scriptFence, at.keys, args)
 		switch {
 		case rueidis.IsRedisNil(err):
 			rep.refused = true
