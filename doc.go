@@ -65,6 +65,13 @@ package redislock
 // passed to a queued waiter, 3+fence passed to the offered local waiter),
 // and share the wait queue of queue.lua. A kind whose release may grant
 // several waiters at once publishes a grant to each; the engine reads a
-// grant per waiter, so it needs no change for that. A kind over several
-// deployments (a quorum) replaces tryObtain and releaseOnce with calls that
-// fan out and count a majority; the retry, wait and give-up steps stay.
+// grant per waiter, so it needs no change for that.
+//
+// A kind over several deployments (a quorum, quorum.go) is a Client whose
+// q field holds its nodes, each a single-server Client. The engine's calls
+// that talk to Redis ask c.q first: the attempt (obtainCall.send, to
+// sendQuorum), the release (Client.releaseOnce, and Release itself), the
+// refresh and the TTL (lock.go) fan out to every node and count a majority;
+// joining, the retrier, the wait, the give-up and the cleanup stay the
+// engine's. A quorum waiter is never queued in Redis (obtainCall.queue):
+// it waits by the backoff and the holders' TTL, or a Release of its Client.

@@ -21,7 +21,19 @@ type quorumNodes struct {
 	client  *redislock.Client
 	servers []*redistest.Server
 	clients []rueidis.Client
-	obs     *counter
+	obs     *opLog
+}
+
+// opLog is an Observer that keeps the last Event, and the last of each Op.
+type opLog struct {
+	counter
+	byOp [8]atomic.Pointer[redislock.Event]
+}
+
+func (o *opLog) End(ctx context.Context, ev *redislock.Event) {
+	cp := *ev
+	o.byOp[ev.Op].Store(&cp)
+	o.counter.End(ctx, ev)
 }
 
 func startQuorum(t *testing.T, n int, opts ...redislock.ClientOption) *quorumNodes {
@@ -35,7 +47,7 @@ func startQuorum(t *testing.T, n int, opts ...redislock.ClientOption) *quorumNod
 func startQuorumArgs(t *testing.T, n int, args []string, opts ...redislock.ClientOption) *quorumNodes {
 	t.Helper()
 	redistest.Require(t)
-	qn := &quorumNodes{obs: &counter{}}
+	qn := &quorumNodes{obs: &opLog{}}
 	for range n {
 		srv := redistest.StartServer(t, args...)
 		qn.servers = append(qn.servers, srv)
@@ -356,9 +368,7 @@ func TestQuorum_wokenByRelease(t *testing.T) {
 	require.NoError(t, l.Release(ctx))
 	res := <-got
 	require.NoError(t, res.err)
-	ev := qn.obs.last.Load()
-	require.Equal(t, redislock.OpObtain, ev.Op)
-	require.Equal(t, 1, ev.WokenByRelease)
+	require.Equal(t, 1, qn.obs.byOp[redislock.OpObtain].Load().WokenByRelease)
 }
 
 // TestQuorum_Watch: the watched ctx is cancelled once a majority is lost.
@@ -379,4 +389,40 @@ func TestQuorum_Watch(t *testing.T) {
 		t.Fatal("the watched ctx is still live")
 	}
 	require.ErrorIs(t, context.Cause(work), redislock.ErrLockNotHeld)
+}
+
+// TestQuorum_members: a Cluster member beside standalone ones; a multi-key
+// fenced lock keeps its keys in one slot of the cluster.
+func TestQuorum_members(t *testing.T) {
+	redistest.Require(t)
+	cluster := redistest.StartCluster(t, 3, 0).Client(t)
+	a, b := redistest.StartServer(t).Client(t), redistest.StartServer(t).Client(t)
+	locker := redislock.NewQuorum([]rueidis.Client{cluster, a, b})
+	ctx := t.Context()
+	_, err := locker.ObtainMulti(ctx, []string{"q:a", "q:b"}, time.Minute, nil)
+	require.ErrorIs(t, err, redislock.ErrCrossSlot, "a Cluster member's slots apply")
+	l, err := locker.ObtainMulti(ctx, []string{"{q}:a", "{q}:b"}, time.Minute, &redislock.Options{FenceKey: "{q}:fence"})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), l.FenceToken())
+	v, err := cluster.Do(ctx, cluster.B().Get().Key("{q}:b").Build()).ToString()
+	require.NoError(t, err)
+	require.Contains(t, v, l.Token())
+	require.NoError(t, l.Release(ctx))
+	require.ErrorIs(t, l.Release(ctx), redislock.ErrLockNotHeld)
+}
+
+// TestQuorum_WithReplicas applies to each member: nodes without replicas
+// acknowledge no write, so each fails, and what they wrote is released.
+func TestQuorum_WithReplicas(t *testing.T) {
+	qn := startQuorum(t, 3, redislock.WithReplicas(1, 10*time.Millisecond))
+	_, err := qn.client.Obtain(t.Context(), "q:replicas", time.Minute, nil)
+	require.ErrorIs(t, err, redislock.ErrNoQuorum)
+	require.ErrorIs(t, err, redislock.ErrNotReplicated)
+	require.Equal(t, [3]int{0, 0, 3}, qn.lastCounts())
+	for i, srv := range qn.servers {
+		require.Eventually(t, func() bool {
+			n, err := srv.Do(t, "DBSIZE")
+			return err == nil && n == "0"
+		}, 5*time.Second, time.Millisecond, "node %d", i+1)
+	}
 }
