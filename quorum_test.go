@@ -54,7 +54,7 @@ func startQuorumArgs(t *testing.T, n int, args []string, opts ...redislock.Clien
 		// A stopped node's dial fails at once; a paused one is bounded by
 		// the library, not by rueidis' defaults.
 		qn.clients = append(qn.clients, srv.Client(t, func(o *rueidis.ClientOption) {
-			o.Dialer.Timeout = 200 * time.Millisecond
+			o.Dialer.Timeout = time.Second
 		}))
 		benchWarmClient(t, qn.clients[len(qn.clients)-1])
 	}
@@ -305,7 +305,10 @@ func TestQuorum_fencing(t *testing.T) {
 		client := qn.clients[down]
 		require.Eventually(t, func() bool {
 			for range 64 {
-				if err := client.Do(ctx, client.B().Get().Key("q:warm").Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+				// Pinned: rueidis may still be writing a command on a
+				// connection that died when Do returns its error, and must
+				// not hand its memory to the next command meanwhile.
+				if err := client.Do(ctx, client.B().Get().Key("q:warm").Build().Pin()).Error(); err != nil && !rueidis.IsRedisNil(err) {
 					return false
 				}
 			}
