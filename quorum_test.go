@@ -178,6 +178,21 @@ func TestQuorum_nodeDown(t *testing.T) {
 	}
 }
 
+// TestQuorum_evenNodes: 4 nodes need 3.
+func TestQuorum_evenNodes(t *testing.T) {
+	qn := startQuorum(t, 4)
+	ctx := t.Context()
+	qn.servers[0].Stop(t)
+	l, err := qn.client.Obtain(ctx, "q:even", time.Minute, nil)
+	require.NoError(t, err)
+	require.Equal(t, [3]int{3, 0, 1}, qn.lastCounts())
+	require.NoError(t, l.Release(ctx))
+	qn.servers[1].Stop(t)
+	_, err = qn.client.Obtain(ctx, "q:even", time.Minute, nil)
+	require.ErrorIs(t, err, redislock.ErrNoQuorum)
+	require.Equal(t, [3]int{2, 0, 2}, qn.lastCounts())
+}
+
 func TestQuorum_fiveNodes(t *testing.T) {
 	qn := startQuorum(t, 5)
 	ctx := t.Context()
@@ -328,10 +343,10 @@ func TestQuorum_contention(t *testing.T) {
 	clients := []*redislock.Client{qn.client, redislock.NewQuorum(qn.clients), redislock.NewQuorum(qn.clients)}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	var held, total atomic.Int64
+	var held, total, lastFence atomic.Int64
 	var wg sync.WaitGroup
 	const goroutines, turns = 3, 5
-	opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(2 * time.Millisecond)}
+	opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(2 * time.Millisecond), FenceKey: "q:contended:fence"}
 	for _, c := range clients {
 		for range goroutines {
 			wg.Go(func() {
@@ -343,6 +358,11 @@ func TestQuorum_contention(t *testing.T) {
 					}
 					if held.Add(1) != 1 {
 						t.Error("two holders")
+					}
+					if f := l.FenceToken(); f <= lastFence.Load() {
+						t.Errorf("fence token %d after %d", f, lastFence.Load())
+					} else {
+						lastFence.Store(f)
 					}
 					total.Add(1)
 					held.Add(-1)
