@@ -49,6 +49,12 @@ var (
 // that many of the node's replicas). See the README's "Quorum locks" for
 // what a quorum promises and what it cannot.
 //
+// Its methods return the errors they return on one server, and a
+// *QuorumError (wrapping ErrNoQuorum and the nodes' errors) when failed
+// nodes leave no majority either way. Obtain, ObtainMulti and Refresh
+// bound each node's call by TTL/QuorumCallFraction; Release and TTL by the
+// release timeout (DefaultReleaseTimeout, 2s, unless WithReleaseTimeout).
+//
 // It panics when clients is empty, holds a nil client, or holds one client
 // twice. The Client is safe for concurrent use.
 func NewQuorum(clients []rueidis.Client, opts ...ClientOption) *Client {
