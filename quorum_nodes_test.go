@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -63,34 +64,27 @@ func TestQuorum_nodeDown(t *testing.T) {
 	}
 }
 
-// TestQuorum_evenNodes: 4 nodes need 3.
-func TestQuorum_evenNodes(t *testing.T) {
-	qn := startQuorum(t, 4)
-	ctx := t.Context()
-	qn.servers[0].Stop(t)
-	l, err := qn.client.Obtain(ctx, "q:even", time.Minute, nil)
-	require.NoError(t, err)
-	require.Equal(t, [3]int{3, 0, 1}, qn.lastCounts())
-	require.NoError(t, l.Release(ctx))
-	qn.servers[1].Stop(t)
-	_, err = qn.client.Obtain(ctx, "q:even", time.Minute, nil)
-	require.ErrorIs(t, err, redislock.ErrNoQuorum)
-	require.Equal(t, [3]int{2, 0, 2}, qn.lastCounts())
-}
-
-func TestQuorum_fiveNodes(t *testing.T) {
-	qn := startQuorum(t, 5)
-	ctx := t.Context()
-	qn.servers[0].Stop(t)
-	qn.servers[1].Stop(t)
-	l, err := qn.client.Obtain(ctx, "q:five", time.Minute, nil)
-	require.NoError(t, err)
-	require.Equal(t, [3]int{3, 0, 2}, qn.lastCounts())
-	require.NoError(t, l.Release(ctx))
-	qn.servers[2].Stop(t)
-	_, err = qn.client.Obtain(ctx, "q:five", time.Minute, nil)
-	require.ErrorIs(t, err, redislock.ErrNoQuorum)
-	require.Equal(t, [3]int{2, 0, 3}, qn.lastCounts())
+// TestQuorum_moreNodes: 5 nodes hold a lock with 2 of them down, not with
+// 3; 4 nodes (an even n) need 3.
+func TestQuorum_moreNodes(t *testing.T) {
+	for _, n := range []int{4, 5} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			qn := startQuorum(t, n)
+			ctx := t.Context()
+			majority := n/2 + 1
+			for i := range n - majority {
+				qn.servers[i].Stop(t)
+			}
+			l, err := qn.client.Obtain(ctx, "q:more", time.Minute, nil)
+			require.NoError(t, err)
+			require.Equal(t, [3]int{majority, 0, n - majority}, qn.lastCounts())
+			require.NoError(t, l.Release(ctx))
+			qn.servers[n-majority].Stop(t)
+			_, err = qn.client.Obtain(ctx, "q:more", time.Minute, nil)
+			require.ErrorIs(t, err, redislock.ErrNoQuorum)
+			require.Equal(t, [3]int{majority - 1, 0, n - majority + 1}, qn.lastCounts())
+		})
+	}
 }
 
 // TestQuorum_members: a Cluster member beside standalone ones; a multi-key
