@@ -37,8 +37,15 @@ const (
 var (
 	//go:embed lua/fence.lua
 	luaFence string
+	//go:embed lua/unlock.lua
+	luaUnlock string
 
 	scriptFence = newLuaScript(luaOwned + luaFence)
+
+	// A quorum's nodes take the lock as one server does, and release it
+	// without looking for a wait queue: nobody is queued on them.
+	quorumNode        = &kind{obtain: exclusive.obtain, release: newLuaScript(luaOwned + luaUnlock)}
+	quorumNodeCluster = &kind{obtain: exclusiveCluster.obtain, release: quorumNode.release}
 )
 
 // NewQuorum returns a Client whose locks are held on a majority (n/2+1) of
@@ -80,6 +87,10 @@ func NewQuorum(clients []rueidis.Client, opts ...ClientOption) *Client {
 	for i, cl := range clients {
 		n := New(cl, WithReleaseTimeout(c.releaseTimeout))
 		n.replicas, n.replicaTimeout = c.replicas, c.replicaTimeout
+		n.kind = quorumNode
+		if n.cluster {
+			n.kind = quorumNodeCluster
+		}
 		c.cluster = c.cluster || n.cluster
 		q.nodes[i] = n
 	}
