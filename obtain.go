@@ -37,6 +37,9 @@ type obtainCall struct {
 	r     retrier
 	w     *waiter // nil until it waits
 	stats waitStats
+	// watching: a quorum waiter subscribed to its keys' release channel
+	// (quorum_wake.go), until it leaves.
+	watching bool
 
 	// What is known of the outcome.
 	unknown   bool          // an attempt may have been applied unseen
@@ -366,6 +369,10 @@ func (a *obtainCall) wait(ctx context.Context, backoff time.Duration) wakeReason
 	if d <= 0 {
 		return reason
 	}
+	if a.c.q != nil && !a.watching {
+		a.c.q.watch(a.c, a.l.keys)
+		a.watching = true
+	}
 	switch woke := a.r.sleep(ctx, d, a.w.signal); woke {
 	case wokeByRelease, wokeByCtx:
 		reason = woke
@@ -396,6 +403,10 @@ func (a *obtainCall) take(ctx context.Context, fence int64) error {
 // nothing can reach it any more.
 func (a *obtainCall) leave(obtained bool) {
 	c, w := a.c, a.w
+	if a.watching {
+		c.q.unwatch(c, a.l.keys)
+		a.watching = false
+	}
 	switch giveBack, done := c.queues.leave(w, obtained); {
 	case giveBack:
 		c.startGiveBack(w)

@@ -102,6 +102,7 @@ func NewQuorum(clients []rueidis.Client, opts ...ClientOption) *Client {
 type quorum struct {
 	nodes    []*Client
 	majority int
+	wake     wakers // quorum_wake.go
 }
 
 // each calls f for every node at once (the first on the calling
@@ -259,17 +260,26 @@ func (q *quorum) raiseFence(ctx context.Context, at *quorumAttempt, reps []nodeR
 func (q *quorum) giveBack(ctx context.Context, l *Lock, reps []nodeReply) bool {
 	ok := true
 	var mu sync.Mutex
+	args := []string{l.token, releasedChannel(l.keys)}
 	q.each(context.WithoutCancel(ctx), q.nodes[0].releaseTimeout, func(ctx context.Context, i int) {
 		if reps[i].refused || (reps[i].err != nil && reps[i].n == 0) {
 			return
 		}
-		if err := q.nodes[i].releaseOnce(ctx, l, byGiveBack, ""); err != nil && !rueidis.IsRedisNil(err) {
+		if err := q.unlock(ctx, i, l, args); err != nil && !rueidis.IsRedisNil(err) {
 			mu.Lock()
 			ok = false
 			mu.Unlock()
 		}
 	})
 	return ok
+}
+
+// unlock deletes l on node i if its token holds it (unlock.lua), and
+// publishes on the release channel of its keys (args: the token, the
+// channel) for the waiters of other quorum Clients.
+func (q *quorum) unlock(ctx context.Context, i int, l *Lock, args []string) error {
+	node := q.nodes[i]
+	return node.kind.release.lua.Exec(ctx, node.client, l.keys, args).Error()
 }
 
 // release is one try of a quorum Client's release: the kind's release on
@@ -284,8 +294,9 @@ func (q *quorum) release(ctx context.Context, c *Client, l *Lock, by releaser, e
 		w = c.queues.offer(l.keys)
 	}
 	reps := make([]nodeReply, len(q.nodes))
+	args := []string{l.token, releasedChannel(l.keys)}
 	q.each(ctx, c.releaseTimeout, func(ctx context.Context, i int) {
-		err := q.nodes[i].releaseOnce(ctx, l, by, "")
+		err := q.unlock(ctx, i, l, args)
 		reps[i] = nodeReply{refused: rueidis.IsRedisNil(err)}
 		if !reps[i].refused {
 			reps[i].err = err

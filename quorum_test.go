@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -313,6 +314,32 @@ func TestQuorum_wokenByRelease(t *testing.T) {
 	res := <-got
 	require.NoError(t, res.err)
 	require.Equal(t, 1, qn.obs.byOp[redislock.OpObtain].Load().WokenByRelease)
+}
+
+// TestQuorum_wokenAcrossClients: a waiter of another quorum Client, whose
+// backoff and holder's TTL are both far away, is woken by the release's
+// message on its keys' channel, once it has subscribed on every node.
+func TestQuorum_wokenAcrossClients(t *testing.T) {
+	qn := startQuorum(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	l, err := qn.client.Obtain(ctx, "q:wake2", time.Minute, nil)
+	require.NoError(t, err)
+	obs := &opLog{}
+	other := redislock.NewQuorum(qn.clients, redislock.WithObserver(obs))
+	got := obtainAsync(ctx, other, []string{"q:wake2"},
+		&redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Minute)})
+	for i, srv := range qn.servers {
+		require.Eventually(t, func() bool {
+			n, err := srv.Do(t, "PUBSUB", "NUMSUB", "redislock:released:q:wake2")
+			return err == nil && strings.HasSuffix(n, "1")
+		}, 5*time.Second, time.Millisecond, "node %d", i+1)
+	}
+	require.NoError(t, l.Release(ctx))
+	res := <-got
+	require.NoError(t, res.err)
+	require.Equal(t, 1, obs.byOp[redislock.OpObtain].Load().WokenByRelease)
+	require.NoError(t, res.lock.Release(ctx))
 }
 
 // TestQuorum_Watch: the watched ctx is cancelled once a majority is lost.

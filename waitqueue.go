@@ -367,6 +367,20 @@ func (qs *localQueues) offer(keys []string) *waiter {
 	return w
 }
 
+// wakeFirst wakes the first waiter of the queue named name (queueName), if
+// there is one: the lock was released by another Client (quorum_wake.go),
+// so it is not held by this one.
+func (qs *localQueues) wakeFirst(name string) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if q := qs.keys[name]; q != nil {
+		q.local = false
+		if w := q.first(); w != nil {
+			w.wake()
+		}
+	}
+}
+
 // settleOffer tells w what became of the lock its Release offered it:
 // passed to it (code >= 3, fence token code-3), to a waiter queued in Redis
 // (2), or freed (1); after a transport error the Release may have passed it

@@ -3,9 +3,12 @@
 --
 -- KEYS[1..n]  the lock keys
 -- ARGV[1]     the token
+-- ARGV[2]     the channel to publish on once the keys are deleted (the
+--             quorum Clients that wait for them subscribe to it)
 --
--- Reply: 1 when the keys were deleted; false (a nil reply) when any key is
--- gone or held by another token, and then nothing is deleted.
+-- Reply: 1 when the keys were deleted, and "" was published on ARGV[2];
+-- false (a nil reply) when any key is gone or held by another token, and
+-- then nothing is deleted or published.
 local token = ARGV[1]
 for i = 1, #KEYS do
 	if not owned(redis.call("get", KEYS[i]), token) then
@@ -15,4 +18,5 @@ end
 for i = 1, #KEYS do
 	redis.call("del", KEYS[i])
 end
+redis.call("publish", ARGV[2], "")
 return 1
