@@ -260,7 +260,9 @@ func (q *quorum) raiseFence(ctx context.Context, at *quorumAttempt, reps []nodeR
 func (q *quorum) giveBack(ctx context.Context, l *Lock, reps []nodeReply) bool {
 	ok := true
 	var mu sync.Mutex
-	args := []string{l.token, releasedChannel(l.keys)}
+	// A minority given back tells no waiter: the nodes that matter to them
+	// are held, or split between contenders that try again at random.
+	args := []string{l.token, ""}
 	q.each(context.WithoutCancel(ctx), q.nodes[0].releaseTimeout, func(ctx context.Context, i int) {
 		if reps[i].refused || (reps[i].err != nil && reps[i].n == 0) {
 			return

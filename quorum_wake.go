@@ -78,18 +78,26 @@ func (q *quorum) subscribe(c *Client, ch string, on bool) {
 }
 
 // conn returns node i's dedicated pub/sub connection, opening it when
-// there is none.
+// there is none (outside the lock: opening may dial).
 func (q *quorum) conn(c *Client, i int) rueidis.DedicatedClient {
 	q.wake.mu.Lock()
-	defer q.wake.mu.Unlock()
-	if dc := q.wake.conns[i]; dc != nil {
+	dc := q.wake.conns[i]
+	q.wake.mu.Unlock()
+	if dc != nil {
 		return dc
 	}
 	dc, cancel := q.nodes[i].client.Dedicate()
 	errs := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: func(m rueidis.PubSubMessage) {
 		c.queues.wakeFirst(strings.TrimPrefix(m.Channel, releasedPrefix))
 	}})
+	q.wake.mu.Lock()
+	if other := q.wake.conns[i]; other != nil {
+		q.wake.mu.Unlock()
+		cancel() // another goroutine opened one meanwhile
+		return other
+	}
 	q.wake.conns[i] = dc
+	q.wake.mu.Unlock()
 	go func() {
 		<-errs // lost, or the client closed: the next watch opens another
 		q.wake.mu.Lock()

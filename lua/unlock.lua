@@ -4,7 +4,8 @@
 -- KEYS[1..n]  the lock keys
 -- ARGV[1]     the token
 -- ARGV[2]     the channel to publish on once the keys are deleted (the
---             quorum Clients that wait for them subscribe to it)
+--             quorum Clients that wait for them subscribe to it); "" for
+--             none
 --
 -- Reply: 1 when the keys were deleted, and "" was published on ARGV[2];
 -- false (a nil reply) when any key is gone or held by another token, and
@@ -18,5 +19,7 @@ end
 for i = 1, #KEYS do
 	redis.call("del", KEYS[i])
 end
-redis.call("publish", ARGV[2], "")
+if ARGV[2] ~= "" then
+	redis.call("publish", ARGV[2], "")
+end
 return 1
