@@ -377,6 +377,9 @@ func (a *obtainCall) wait(ctx context.Context, backoff time.Duration) wakeReason
 	case wokeByRelease, wokeByCtx:
 		reason = woke
 	}
+	if reason == wokeByRelease && a.c.q != nil && a.w.heard.Swap(false) {
+		reason = a.c.q.spread(ctx, a)
+	}
 	switch reason {
 	case wokeByRelease:
 		a.stats.byRelease++

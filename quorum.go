@@ -262,7 +262,7 @@ func (q *quorum) giveBack(ctx context.Context, l *Lock, reps []nodeReply) bool {
 	var mu sync.Mutex
 	// A minority given back tells no waiter: the nodes that matter to them
 	// are held, or split between contenders that try again at random.
-	args := []string{l.token, ""}
+	args := []string{l.token, "", ""}
 	q.each(context.WithoutCancel(ctx), q.nodes[0].releaseTimeout, func(ctx context.Context, i int) {
 		if reps[i].refused || (reps[i].err != nil && reps[i].n == 0) {
 			return
@@ -277,8 +277,9 @@ func (q *quorum) giveBack(ctx context.Context, l *Lock, reps []nodeReply) bool {
 }
 
 // unlock deletes l on node i if its token holds it (unlock.lua), and
-// publishes on the release channel of its keys (args: the token, the
-// channel) for the waiters of other quorum Clients.
+// publishes on the release channel of its keys for the waiters of other
+// quorum Clients (args: the token, the channel, the releasing Client's
+// name).
 func (q *quorum) unlock(ctx context.Context, i int, l *Lock, args []string) error {
 	node := q.nodes[i]
 	return node.kind.release.lua.Exec(ctx, node.client, l.keys, args).Error()
@@ -296,7 +297,7 @@ func (q *quorum) release(ctx context.Context, c *Client, l *Lock, by releaser, e
 		w = c.queues.offer(l.keys)
 	}
 	reps := make([]nodeReply, len(q.nodes))
-	args := []string{l.token, releasedChannel(l.keys)}
+	args := []string{l.token, releasedChannel(l.keys), c.sub.channel}
 	q.each(ctx, c.releaseTimeout, func(ctx context.Context, i int) {
 		err := q.unlock(ctx, i, l, args)
 		reps[i] = nodeReply{refused: rueidis.IsRedisNil(err)}

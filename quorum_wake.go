@@ -13,6 +13,7 @@ package redislock
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"sync"
 
@@ -88,7 +89,9 @@ func (q *quorum) conn(c *Client, i int) rueidis.DedicatedClient {
 	}
 	dc, cancel := q.nodes[i].client.Dedicate()
 	errs := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: func(m rueidis.PubSubMessage) {
-		c.queues.wakeFirst(strings.TrimPrefix(m.Channel, releasedPrefix))
+		if m.Message != c.sub.channel { // the Client's own release woke its waiter already
+			c.queues.wakeFirst(strings.TrimPrefix(m.Channel, releasedPrefix))
+		}
 	}})
 	q.wake.mu.Lock()
 	if other := q.wake.conns[i]; other != nil {
@@ -108,4 +111,16 @@ func (q *quorum) conn(c *Client, i int) rueidis.DedicatedClient {
 		cancel()
 	}()
 	return dc
+}
+
+// spread is the pause of a waiter woken by a release's message before it
+// tries again: every waiting Client heard the same message, and attempts
+// sent at once would split the nodes between them, so each waits a random
+// time under splitJitter, and the first to try usually takes a majority
+// alone. It returns wokeByRelease, or wokeByCtx when the ctx ended.
+func (q *quorum) spread(ctx context.Context, a *obtainCall) wakeReason {
+	if a.r.sleep(ctx, rand.N(splitJitter), nil) == wokeByCtx {
+		return wokeByCtx
+	}
+	return wokeByRelease
 }

@@ -61,6 +61,7 @@ type waiter struct {
 	entry  string // its entry in Redis' wait queues (lua/queue.lua)
 	q      *keyQueue
 	signal chan struct{} // cap 1: news (a grant, a wake-up)
+	heard  atomic.Bool   // a quorum waiter woken by a release's message, which every waiting Client heard
 
 	state    waiterState
 	inflight int   // commands that may queue or grant it, not yet settled
@@ -376,6 +377,7 @@ func (qs *localQueues) wakeFirst(name string) {
 	if q := qs.keys[name]; q != nil {
 		q.local = false
 		if w := q.first(); w != nil {
+			w.heard.Store(true)
 			w.wake()
 		}
 	}

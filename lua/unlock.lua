@@ -6,8 +6,9 @@
 -- ARGV[2]     the channel to publish on once the keys are deleted (the
 --             quorum Clients that wait for them subscribe to it); "" for
 --             none
+-- ARGV[3]     with ARGV[2]: the message, which names the releasing Client
 --
--- Reply: 1 when the keys were deleted, and "" was published on ARGV[2];
+-- Reply: 1 when the keys were deleted, and ARGV[3] was published on ARGV[2];
 -- false (a nil reply) when any key is gone or held by another token, and
 -- then nothing is deleted or published.
 local token = ARGV[1]
@@ -20,6 +21,6 @@ for i = 1, #KEYS do
 	redis.call("del", KEYS[i])
 end
 if ARGV[2] ~= "" then
-	redis.call("publish", ARGV[2], "")
+	redis.call("publish", ARGV[2], ARGV[3])
 end
 return 1
