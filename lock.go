@@ -368,13 +368,13 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 		w = c.queues.offer(l.keys)
 	}
 	if w == nil && drop == "" {
-		return c.kind.release.lua.Exec(ctx, c.client, l.keys, []string{l.token}).Error()
+		return c.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
 	}
 	var offered string
 	if w != nil {
 		offered = w.entry
 	}
-	code, err := c.kind.release.lua.Exec(ctx, c.client, l.keys, []string{l.token, drop, offered}).AsInt64()
+	code, err := c.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token, drop, offered}).AsInt64()
 	if w == nil {
 		return err
 	}

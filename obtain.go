@@ -288,16 +288,9 @@ func (a *obtainCall) queue(ctx context.Context) queueMode {
 	return queueNone
 }
 
-// keys returns obtain.lua's KEYS: the lock keys, and the fence key last
-// when there is one.
+// keys returns obtain.lua's KEYS (Client.scriptKeys).
 func (a *obtainCall) keys() []string {
-	fenceKey := a.o.fenceKey()
-	if fenceKey == "" {
-		return a.l.keys
-	}
-	keys := make([]string, len(a.l.keys)+1)
-	keys[copy(keys, a.l.keys)] = fenceKey
-	return keys
+	return a.c.scriptKeys(a.l.keys, a.o.fenceKey())
 }
 
 // args returns obtain.lua's ARGV; with a queue mode, the waiter's entry

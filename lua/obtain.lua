@@ -1,11 +1,12 @@
 -- obtain.lua: take every lock key for one token, all or nothing; a waiter
 -- that finds them held joins the wait queue (queue.lua).
 --
--- KEYS[1..n]  the lock keys; KEYS[n+1] the fence counter when ARGV[4] == "1"
+-- KEYS[1..n]  the lock keys; KEYS[n+1] the fence counter when ARGV[4] == "1";
+--             on a cluster, then the wait queue of each lock key (lockKeys)
 -- ARGV[1]     the token (no NUL byte)
 -- ARGV[2]     the TTL in milliseconds
 -- ARGV[3]     the metadata ("" for none)
--- ARGV[4]     "1" when the last key is the fence counter, else "0"
+-- ARGV[4]     "1" when KEYS[n+1] is the fence counter, else "0"
 -- ARGV[5]     optional: the waiter's queue entry ("" or absent: no queue)
 -- ARGV[6]     with ARGV[5]: how long the queue is kept, in milliseconds
 -- ARGV[7]     with ARGV[5]: "0" to queue the entry; "1" to queue it unless
@@ -24,10 +25,8 @@
 -- key carried a fence token yet.
 local token, ttl, meta = ARGV[1], ARGV[2], ARGV[3]
 local entry = ARGV[5] or ""
-local n = #KEYS
-if ARGV[4] == "1" then
-	n = n - 1
-end
+local fenced = ARGV[4] == "1"
+local n = lockKeys(fenced)
 
 local fence = 0
 for i = 1, n do
@@ -66,8 +65,8 @@ for i = 1, n do
 	end
 end
 
-if n < #KEYS and fence == 0 then
-	fence = redis.call("incr", KEYS[#KEYS])
+if fenced and fence == 0 then
+	fence = redis.call("incr", KEYS[n + 1])
 end
 
 local value = token

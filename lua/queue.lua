@@ -42,6 +42,30 @@ local function queue(key)
 	return "{" .. key .. "}" .. suffix
 end
 
+-- lockKeys returns how many of KEYS are lock keys. After them come the
+-- fence counter, when fenced, and on a cluster the wait queue of each lock
+-- key: a script declares every key it touches, so that while a slot
+-- migrates the server redirects or retries it as a whole (ASK, TRYAGAIN)
+-- instead of letting it write a key that the other node holds.
+local function lockKeys(fenced)
+	local n = #KEYS
+	if fenced then
+		n = n - 1
+	end
+	if cluster then
+		n = n / 2
+	end
+	return n
+end
+
+-- grantable tells whether a release may pass the lock to the waiter of the
+-- entry's fields f in its own script. On a cluster, a release declares no
+-- fence counter: a fenced waiter is told to try again, and its own attempt
+-- (which declares its counter) takes the lock.
+local function grantable(f)
+	return not cluster or f[4] == ""
+end
+
 -- try runs a command, turning an error reply into nil.
 local function try(...)
 	local r = redis.pcall(...)

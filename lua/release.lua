@@ -1,7 +1,8 @@
 -- release.lua: delete every lock key if the token still holds all of them,
 -- and pass the lock on to the first waiter (queue.lua).
 --
--- KEYS[1..n]  the lock keys
+-- KEYS[1..n]  the lock keys; on a cluster, then the wait queue of each
+--             (lockKeys)
 -- ARGV[1]     the token
 -- ARGV[2]     optional: an entry of this token's to drop from the queue
 --             first (a waiter that gives up), or ""
@@ -16,7 +17,7 @@
 --          told "<fence>:<token>";
 --   3 + f  the lock passed to the waiter of ARGV[3], with fence token f.
 local token = ARGV[1]
-local n = #KEYS
+local n = lockKeys(false)
 if ARGV[2] and ARGV[2] ~= "" then
 	dequeue(ARGV[2], n)
 end
@@ -32,7 +33,7 @@ for i = 1, n do
 	while entry do
 		local f = fields(entry)
 		if f[2] ~= token then
-			if waitsFor(f, n) then
+			if waitsFor(f, n) and grantable(f) then
 				local fence = grant(f, n)
 				if n > 1 then
 					dequeue(entry, n)
@@ -52,7 +53,7 @@ end
 
 if ARGV[3] and ARGV[3] ~= "" then
 	local f = fields(ARGV[3])
-	if waitsFor(f, n) then
+	if waitsFor(f, n) and grantable(f) then
 		return 3 + grant(f, n)
 	end
 end

@@ -75,8 +75,16 @@ func TestFlappingConnection(t *testing.T) {
 	<-done
 	t.Logf("%d acquisitions in %v through %d flaps", n, time.Since(start).Round(time.Millisecond), flaps)
 
+	// As in the wake-up and failover tests, an obtain that gave up at the
+	// end of its ctx promises nothing of the lock (withoutGaveUp). On a
+	// loaded machine most calls end so (1,406 unknown outcomes of 5,883
+	// operations in one -race run under two busy loops), and each one left
+	// pending for the checker multiplies its states: porcupine ran out of
+	// its minute. The fenced resource still sees every write.
 	ops := rec.Ops()
-	requireSafe(t, rec, res, true)
+	checked, gave := withoutGaveUp(rec)
+	t.Logf("obtains that gave up at the end of their ctx, left out of the checks: %d", gave)
+	requireSafe(t, checked, res, true)
 	late := safety.LateCalls(ops, deadlineMargin)
 	var worst time.Duration
 	for _, op := range ops {
