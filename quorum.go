@@ -132,10 +132,9 @@ func validity(ttl time.Duration, start time.Time) time.Duration {
 // it learned of the nodes and of its outcome. It hands q.tryObtain what it
 // needs rather than the obtainCall, which stays on the stack.
 func (a *obtainCall) sendQuorum(ctx context.Context) attemptReply {
-	at := quorumAttempt{l: a.l, ttl: a.r.ttl, ttlMs: a.ttl, plain: a.plain(), fenced: a.o.fenceKey() != ""}
-	at.keys = a.l.keys
+	at := quorumAttempt{l: a.l, ttl: a.r.ttl, ttlMs: a.ttl, plain: a.plain(), fenceKey: a.o.fenceKey()}
 	if !at.plain {
-		at.keys, at.args = a.keys(), a.args(queueNone, "")
+		at.args = a.args(queueNone, "")
 	}
 	rep, t := a.c.q.tryObtain(ctx, &at)
 	a.stats.nodes = t
@@ -147,11 +146,12 @@ func (a *obtainCall) sendQuorum(ctx context.Context) attemptReply {
 
 // quorumAttempt is what one attempt of a quorum sends.
 type quorumAttempt struct {
-	l             *Lock
-	ttl           time.Duration
-	ttlMs         string
-	plain, fenced bool // a SET NX PX on each node; with a fence key
-	keys, args    []string
+	l        *Lock
+	ttl      time.Duration
+	ttlMs    string
+	plain    bool   // a SET NX PX on each node
+	fenceKey string // "" for none
+	args     []string
 }
 
 // tryObtain is a quorum Client's attempt: the kind's attempt on every node
@@ -170,13 +170,15 @@ func (q *quorum) tryObtain(ctx context.Context, at *quorumAttempt) (attemptReply
 		if at.plain {
 			rep = q.nodes[i].tryPlain(ctx, l, at.ttlMs)
 		} else {
-			rep = q.nodes[i].tryObtain(ctx, l, at.keys, at.args)
+			// Each node's own KEYS: a Cluster member declares its wait
+			// queues too (Client.scriptKeys).
+			rep = q.nodes[i].tryObtain(ctx, l, q.nodes[i].scriptKeys(l.keys, at.fenceKey), at.args)
 		}
 		reps[i] = nodeReply{refused: rep.held, n: rep.fence, left: rep.left, err: rep.err}
 	})
 	t := count(ctx, reps)
 	var fence int64
-	if t.granted >= q.majority && at.fenced {
+	if t.granted >= q.majority && at.fenceKey != "" {
 		fence = q.raiseFence(ctx, at, reps)
 		t = count(ctx, reps)
 	}
@@ -231,6 +233,7 @@ func (q *quorum) raiseFence(ctx context.Context, at *quorumAttempt, reps []nodeR
 		return f
 	}
 	l := at.l
+	keys := append(l.keys[:len(l.keys):len(l.keys)], at.fenceKey) // fence.lua's KEYS
 	args := []string{l.token, strconv.FormatInt(f, 10), l.metadata}
 	q.each(ctx, at.ttl/QuorumCallFraction, func(ctx context.Context, i int) {
 		rep := &reps[i]
@@ -238,7 +241,7 @@ func (q *quorum) raiseFence(ctx context.Context, at *quorumAttempt, reps []nodeR
 			return
 		}
 		node := q.nodes[i]
-		_, acked, err := node.exec(ctx, &scriptFence, at.keys, args)
+		_, acked, err := node.exec(ctx, &scriptFence, keys, args)
 		switch {
 		case rueidis.IsRedisNil(err):
 			rep.refused = true
@@ -354,7 +357,7 @@ func (q *quorum) refresh(ctx context.Context, l *Lock, ttl time.Duration, args [
 			if !reps[i].refused {
 				return
 			}
-			if rep := q.nodes[i].tryObtain(ctx, l, l.keys, back); rep.err == nil && !rep.held {
+			if rep := q.nodes[i].tryObtain(ctx, l, q.nodes[i].scriptKeys(l.keys, ""), back); rep.err == nil && !rep.held {
 				reps[i].refused = false
 			}
 		})

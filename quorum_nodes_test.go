@@ -103,6 +103,15 @@ func TestQuorum_members(t *testing.T) {
 	v, err := cluster.Do(ctx, cluster.B().Get().Key("{q}:b").Build()).ToString()
 	require.NoError(t, err)
 	require.Contains(t, v, l.Token())
+	n, err := a.Do(ctx, a.B().Dbsize().Build()).AsInt64()
+	require.NoError(t, err)
+	require.Equal(t, int64(3), n, "a standalone member holds the two keys and the counter, no wait queue")
+	// Gone on the cluster member: Refresh takes the keys back there.
+	require.NoError(t, cluster.Do(ctx, cluster.B().Del().Key("{q}:a", "{q}:b").Build()).Error())
+	require.NoError(t, l.Refresh(ctx, time.Minute, nil))
+	v, err = cluster.Do(ctx, cluster.B().Get().Key("{q}:a").Build()).ToString()
+	require.NoError(t, err)
+	require.Contains(t, v, l.Token())
 	require.NoError(t, l.Release(ctx))
 	require.ErrorIs(t, l.Release(ctx), redislock.ErrLockNotHeld)
 }
