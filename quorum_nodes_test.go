@@ -87,12 +87,12 @@ func TestQuorum_moreNodes(t *testing.T) {
 	}
 }
 
-// TestQuorum_members: a Cluster member beside standalone ones; a multi-key
-// fenced lock keeps its keys in one slot of the cluster.
+// TestQuorum_members: a Cluster, a Sentinel and a standalone member; a
+// multi-key fenced lock keeps its keys in one slot of the cluster.
 func TestQuorum_members(t *testing.T) {
 	redistest.Require(t)
 	cluster := redistest.StartCluster(t, 3, 0).Client(t)
-	a, b := redistest.StartServer(t).Client(t), redistest.StartServer(t).Client(t)
+	a, b := redistest.StartServer(t).Client(t), redistest.StartSentinel(t, 1, 1).Client(t)
 	locker := redislock.NewQuorum([]rueidis.Client{cluster, a, b})
 	ctx := t.Context()
 	_, err := locker.ObtainMulti(ctx, []string{"q:a", "q:b"}, time.Minute, nil)
