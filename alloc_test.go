@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/redis/rueidis"
+
 	"github.com/seed-223c80a0/redislock"
 	"github.com/seed-223c80a0/redislock/internal/redistest"
 )
@@ -33,12 +35,13 @@ const (
 // allocRuns is how many calls each measurement averages.
 const allocRuns = 500
 
-func TestAllocs_ObtainRelease(t *testing.T) {
+// obtainReleaseCycle returns one Obtain+Release by locker, on a key of
+// its own ring each call.
+func obtainReleaseCycle(t *testing.T, locker *redislock.Client, name string) func() {
 	ctx := context.Background()
-	locker := allocLocker(t)
-	keys := benchKeyRing("alloc-or", benchKeys)
+	keys := benchKeyRing(name, benchKeys)
 	i := 0
-	cycle := func() {
+	return func() {
 		l, err := locker.Obtain(ctx, keys[i%len(keys)], benchTTL, nil)
 		i++
 		if err != nil {
@@ -48,6 +51,10 @@ func TestAllocs_ObtainRelease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestAllocs_ObtainRelease(t *testing.T) {
+	cycle := obtainReleaseCycle(t, allocLocker(t), "alloc-or")
 	allocs := testing.AllocsPerRun(allocRuns, cycle)
 	bytes := bytesPerRun(allocRuns, cycle)
 	t.Logf("Obtain+Release: %v allocs, %.0f B", allocs, bytes)
@@ -126,4 +133,33 @@ func bytesPerRun(runs int, f func()) float64 {
 	}
 	runtime.ReadMemStats(&after)
 	return float64(after.TotalAlloc-before.TotalAlloc) / float64(runs)
+}
+
+// budgetQuorumObtainReleaseAllocs bounds one Obtain+Release of a quorum
+// Client over three nodes (random token, one key, no fence key). Measured:
+// 28 allocations, 1.5 kB. The obtain's own: the *Lock (1) and the
+// quorumAttempt its nodes' goroutines read (1). The release's own: the name
+// of the channel its nodes publish on and the script's arguments (2). Then
+// each of the two fan-outs (quorum.each: the attempt, the release) makes
+// 12: the reply slice and the closure that writes it (2); the ctx that
+// bounds the nodes' calls: its timerCtx, Done channel and cancel func (3)
+// and its timer (1); the WaitGroup, the ctx variable and the loop variable
+// of each of the two other nodes, shared with their goroutines (4); and
+// those goroutines' closures (2). The budget leaves 4 for rueidis' and the
+// runtime's noise.
+const budgetQuorumObtainReleaseAllocs = 32
+
+func TestAllocs_QuorumObtainRelease(t *testing.T) {
+	var clients []rueidis.Client
+	for range 3 {
+		client := redistest.StartServer(t).Client(t)
+		benchWarmClient(t, client)
+		clients = append(clients, client)
+	}
+	cycle := obtainReleaseCycle(t, redislock.NewQuorum(clients), "alloc-quorum")
+	allocs := testing.AllocsPerRun(allocRuns, cycle)
+	t.Logf("quorum Obtain+Release: %v allocs, %.0f B", allocs, bytesPerRun(allocRuns, cycle))
+	if allocs > budgetQuorumObtainReleaseAllocs {
+		t.Errorf("quorum Obtain+Release: %v allocations, over the budget of %d", allocs, budgetQuorumObtainReleaseAllocs)
+	}
 }

@@ -70,6 +70,13 @@ package redislock
 // kind (for Refresh, TTL and Release), a waiter's entry carries it, and
 // their waiters queue in Redis one goroutine each, since a release may
 // grant several at once; the exclusive kind alone starts with a plain SET
-// NX and hands a lock to a waiter of its own Client. A kind over several
-// deployments (a quorum) replaces tryObtain and releaseOnce with calls that
-// fan out and count a majority; the retry, wait and give-up steps stay.
+// NX and hands a lock to a waiter of its own Client.
+//
+// A kind over several deployments (a quorum, quorum.go) is a Client whose
+// q field holds its nodes, each a single-server Client. The engine's calls
+// that talk to Redis ask c.q first: the attempt (obtainCall.send, to
+// sendQuorum), the release (Client.releaseOnce, and Release itself), the
+// refresh and the TTL (lock.go) fan out to every node and count a majority;
+// joining, the retrier, the wait, the give-up and the cleanup stay the
+// engine's. A quorum waiter is never queued in Redis (obtainCall.queue):
+// it waits by the backoff and the holders' TTL, or a Release of its Client.

@@ -68,6 +68,9 @@ var (
 // within the call's deadline, and ambiguous, since the command may have
 // been applied.
 func classify(ctx context.Context, err error) (retryable, ambiguous bool) {
+	if qe, ok := errors.AsType[*QuorumError](err); ok {
+		return qe.retryable, qe.ambiguous // each node's error, classified (quorum.go)
+	}
 	if errors.Is(err, ErrNotReplicated) {
 		return false, false // known, and what it wrote is released
 	}
@@ -104,6 +107,9 @@ func ownCtxEnded(ctx context.Context) bool {
 // isCtxErr reports whether err is, or wraps, a ctx error (a net timeout
 // bounded by a ctx deadline is one).
 func isCtxErr(err error) bool {
+	if _, ok := errors.AsType[*QuorumError](err); ok {
+		return false // a quorum's nodes' errors, not the call's ctx
+	}
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 

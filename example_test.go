@@ -224,3 +224,42 @@ func ExampleClient_ObtainSemaphore() {
 }
 
 func callPartner(context.Context) {}
+
+func ExampleNewQuorum() {
+	// Three independent Redis deployments (no replication between them).
+	var clients []rueidis.Client
+	for _, addr := range []string{"127.0.0.1:6379", "127.0.0.1:6380", "127.0.0.1:6381"} {
+		client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}})
+		if err != nil {
+			log.Fatalln(err)
+		}
+		defer client.Close()
+		clients = append(clients, client)
+	}
+
+	// A lock is held once a majority (2 of 3) granted it.
+	locker := redislock.NewQuorum(clients)
+
+	ctx := context.Background()
+	lock, err := locker.Obtain(ctx, "my-key", 10*time.Second, &redislock.Options{
+		RetryStrategy: redislock.LinearBackoff(50 * time.Millisecond),
+		FenceKey:      "my-key:fence",
+	})
+	switch {
+	case errors.Is(err, redislock.ErrNotObtained):
+		fmt.Println("Another holder has a majority")
+		return
+	case errors.Is(err, redislock.ErrNoQuorum):
+		var qe *redislock.QuorumError
+		errors.As(err, &qe)
+		fmt.Printf("No majority either way: %d granted, %d refused, %d failed\n", qe.Granted, qe.Refused, qe.Failed)
+		return
+	case err != nil:
+		log.Fatalln(err)
+	}
+	defer lock.Release(ctx)
+
+	// Hand the fence token to the resource the lock protects: it strictly
+	// increases whichever majority granted the lock.
+	fmt.Println("I have a lock, fence token", lock.FenceToken())
+}

@@ -125,8 +125,17 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if ev != nil {
 		ev.Attempts = 1
 	}
-	ms, err := l.kind.pttl.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
 	var ttl time.Duration
+	var err error
+	if c.q != nil {
+		ttl, err = c.q.ttl(ctx, c, l, ev)
+		if err != nil {
+			err = fmt.Errorf("redislock: ttl %q: %w", l.keys[0], err)
+		}
+		c.end(ctx, ev, err)
+		return ttl, err
+	}
+	ms, err := l.kind.pttl.Exec(ctx, c.client, l.keys, []string{l.token}).AsInt64()
 	switch {
 	case rueidis.IsRedisNil(err):
 		err = nil
@@ -153,7 +162,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration, opt *Options) err
 	}
 	c := l.client
 	ctx, ev := c.begin(ctx, OpRefresh, l.keys, ttl)
-	attempts, err := l.refresh(ctx, ttl, opt)
+	attempts, err := l.refresh(ctx, ttl, opt, ev)
 	if ev != nil {
 		ev.Attempts = attempts
 	}
@@ -167,7 +176,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration, opt *Options) err
 // the ctx ends while waiting, or, for a ctx without deadline, when the next
 // attempt would start more than one TTL after the first wait. A lost lock
 // ends it at once.
-func (l *Lock) refresh(ctx context.Context, ttl time.Duration, o *Options) (attempts int, err error) {
+func (l *Lock) refresh(ctx context.Context, ttl time.Duration, o *Options, ev *Event) (attempts int, err error) {
 	if err := validateTTL(ttl); err != nil {
 		return 0, err
 	}
@@ -180,7 +189,12 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration, o *Options) (atte
 	args := []string{l.token, formatMs(ttl.Milliseconds())}
 	for {
 		attempts++
-		_, acked, err := c.exec(ctx, &l.kind.refresh, l.keys, args)
+		var acked int64
+		if c.q != nil {
+			err, acked = c.q.refresh(ctx, l, ttl, args, ev), c.replicas // each node counts its replicas
+		} else {
+			_, acked, err = c.exec(ctx, &l.kind.refresh, l.keys, args)
+		}
 		switch {
 		case err == nil && acked < c.replicas:
 			return attempts, c.notReplicated("refresh", l, acked)
@@ -229,7 +243,15 @@ func (l *Lock) Release(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.releaseTimeout)
 		defer cancel()
 	}
-	tries, err := c.release(ctx, l, byHolder, "")
+	var tries int
+	var err error
+	if c.q != nil {
+		// A quorum's release is one try of every node, each bounded by
+		// the release timeout (quorum.go).
+		tries, err = 1, c.q.release(ctx, c, l, byHolder, ev)
+	} else {
+		tries, err = c.release(ctx, l, byHolder, "")
+	}
 	if ev != nil {
 		ev.Attempts = tries
 	}
@@ -339,6 +361,9 @@ func (c *Client) release(ctx context.Context, l *Lock, by releaser, drop string)
 
 // releaseOnce is one try of release.
 func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop string) error {
+	if c.q != nil {
+		return c.q.release(ctx, c, l, by, nil) // nothing of a quorum waiter is queued in Redis: drop is ""
+	}
 	var w *waiter
 	if c.queues.n.Load() > 0 && l.kind.exclusive {
 		w = c.queues.offer(l.keys)

@@ -106,6 +106,7 @@ type Client struct {
 	replicaTimeout time.Duration
 	queues         localQueues  // its goroutines that wait (waitqueue.go)
 	sub            subscription // its pub/sub channel (subscription.go)
+	q              *quorum      // NewQuorum's nodes (quorum.go); nil: client is the one server
 }
 
 type ClientOption func(*Client)

@@ -119,6 +119,11 @@ type Event struct {
 	// expiry, or by the backoff of its RetryStrategy.
 	WokenByRelease, WokenByExpiry, WokenByBackoff int
 
+	// For a quorum Client (NewQuorum), how many nodes granted (held,
+	// deleted, answered), refused (held by another token, or not held)
+	// and failed, in the operation's last round; 0 each for one server.
+	NodesGranted, NodesRefused, NodesFailed int
+
 	// Outcome and Err are set before End: Err is the error the operation
 	// returns (nil on OutcomeOK).
 	Outcome Outcome

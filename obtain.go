@@ -2,6 +2,7 @@ package redislock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -24,6 +25,7 @@ const (
 type waitStats struct {
 	attempts, contended            int
 	byRelease, byExpiry, byBackoff int
+	nodes                          tally // a quorum's last attempt
 }
 
 // obtainCall is one Obtain or ObtainMulti: the state its steps share. Its
@@ -37,6 +39,9 @@ type obtainCall struct {
 	r     retrier
 	w     *waiter // nil until it waits
 	stats waitStats
+	// watching: a quorum waiter subscribed to its keys' release channel
+	// (quorum_wake.go), until it leaves.
+	watching bool
 
 	// What is known of the outcome.
 	unknown   bool          // an attempt may have been applied unseen
@@ -60,6 +65,7 @@ func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, 
 		st := &a.stats
 		ev.Attempts, ev.Contended = st.attempts, st.contended
 		ev.WokenByRelease, ev.WokenByExpiry, ev.WokenByBackoff = st.byRelease, st.byExpiry, st.byBackoff
+		st.nodes.report(ev)
 		if err == nil {
 			l.obtained = ev.Start.Sub(clockBase)
 		}
@@ -85,6 +91,11 @@ func (a *obtainCall) validate(ctx context.Context, op Op, ttl time.Duration, lim
 			return fmt.Errorf("%w: %d is under 1", ErrInvalidLimit, limit)
 		}
 		a.mark = strconv.Itoa(limit)
+	}
+	if a.mark != "" && a.c.q != nil {
+		// Holders over a majority of nodes would need a majority of
+		// leases: a quorum Client takes exclusive locks only.
+		return fmt.Errorf("redislock: %v %q: a quorum Client takes exclusive locks only: %w", op, l.keys[0], errors.ErrUnsupported)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redislock: obtain %q: not attempted: %w", l.keys[0], err)
@@ -238,6 +249,8 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 // send sends one attempt, queueing the waiter in Redis as mode says.
 func (a *obtainCall) send(ctx context.Context, mode queueMode) attemptReply {
 	switch {
+	case a.c.q != nil:
+		return a.sendQuorum(ctx)
 	case mode == queueFirst || mode == queueAgain:
 		return a.sendQueued(ctx, mode)
 	case a.plain():
@@ -275,7 +288,9 @@ func (a *obtainCall) queue(ctx context.Context) queueMode {
 	if a.w == nil {
 		return queueNone
 	}
-	if a.c.queues.mayQueue(a.w) && a.c.sub.register(ctx, a.w, a.r.limit) {
+	// A quorum waiter is never queued in the nodes' wait queues
+	// (quorum.go): it waits by the backoff, or a Release of its Client.
+	if a.c.q == nil && a.c.queues.mayQueue(a.w) && a.c.sub.register(ctx, a.w, a.r.limit) {
 		switch again, ok := a.c.queues.expose(a.w); {
 		case ok && again:
 			return queueAgain
@@ -370,9 +385,16 @@ func (a *obtainCall) wait(ctx context.Context, backoff time.Duration) wakeReason
 	if d <= 0 {
 		return reason
 	}
+	if a.c.q != nil && !a.watching {
+		a.c.q.watch(a.c, a.l.keys)
+		a.watching = true
+	}
 	switch woke := a.r.sleep(ctx, d, a.w.signal); woke {
 	case wokeByRelease, wokeByCtx:
 		reason = woke
+	}
+	if reason == wokeByRelease && a.c.q != nil && a.w.heard.Swap(false) {
+		reason = a.c.q.spread(ctx, a)
 	}
 	switch reason {
 	case wokeByRelease:
@@ -400,6 +422,10 @@ func (a *obtainCall) take(ctx context.Context, fence int64) error {
 // nothing can reach it any more.
 func (a *obtainCall) leave(obtained bool) {
 	c, w := a.c, a.w
+	if a.watching {
+		c.q.unwatch(c, a.l.keys)
+		a.watching = false
+	}
 	switch giveBack, done := c.queues.leave(w, obtained); {
 	case giveBack:
 		c.startGiveBack(w)

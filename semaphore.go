@@ -33,6 +33,8 @@ import (
 // fence token for each holder), Options.Metadata, the Observer
 // (OpObtainSemaphore) and the errors are as for Obtain. On a Redis Cluster
 // the key is one slot; a FenceKey must share it (a hash tag).
+// A quorum Client (NewQuorum) takes exclusive locks only: there it
+// returns an error wrapping errors.ErrUnsupported, and sends nothing.
 func (c *Client) ObtainSemaphore(ctx context.Context, key string, limit int, ttl time.Duration, opt *Options) (*Lock, error) {
 	return c.obtain(ctx, OpObtainSemaphore, c.newLock(c.holders, key), ttl, opt, limit)
 }

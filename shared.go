@@ -64,6 +64,8 @@ func newHolders(cluster bool) *kind {
 // Options.Metadata and the Observer (OpObtainShared) are as for Obtain; so
 // are the errors (ErrNotObtained, and those of bad input). On a Redis
 // Cluster the key is one slot; a FenceKey must share it (a hash tag).
+// A quorum Client (NewQuorum) takes exclusive locks only: there it
+// returns an error wrapping errors.ErrUnsupported, and sends nothing.
 func (c *Client) ObtainShared(ctx context.Context, key string, ttl time.Duration, opt *Options) (*Lock, error) {
 	return c.obtain(ctx, OpObtainShared, c.newLock(c.holders, key), ttl, opt, 0)
 }

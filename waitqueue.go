@@ -61,6 +61,7 @@ type waiter struct {
 	entry  string // its entry in Redis' wait queues (lua/queue.lua)
 	q      *keyQueue
 	signal chan struct{} // cap 1: news (a grant, a wake-up)
+	heard  atomic.Bool   // a quorum waiter woken by a release's message, which every waiting Client heard
 
 	state    waiterState
 	inflight int   // commands that may queue or grant it, not yet settled
@@ -379,6 +380,21 @@ func (qs *localQueues) offer(keys []string) *waiter {
 	}
 	w.step(evExpose)
 	return w
+}
+
+// wakeFirst wakes the first waiter of the queue named name (queueName), if
+// there is one: the lock was released by another Client (quorum_wake.go),
+// so it is not held by this one.
+func (qs *localQueues) wakeFirst(name string) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if q := qs.keys[name]; q != nil {
+		q.local = false
+		if w := q.first(); w != nil {
+			w.heard.Store(true)
+			w.wake()
+		}
+	}
 }
 
 // settleOffer tells w what became of the lock its Release offered it:

@@ -37,25 +37,29 @@ const (
 func BenchmarkObtainRelease(b *testing.B) {
 	e := setup(b)
 	for _, l := range e.libs {
-		b.Run(l.String(), func(b *testing.B) {
-			ctx := context.Background()
-			keys := keyRing("or", l, keysPerGoroutine)
-			c := e.counter(b)
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				h, err := l.obtain(ctx, keys[i%len(keys)])
-				i++
-				if err != nil {
-					b.Fatalf("obtain: %v", err)
-				}
-				if err := h.Release(ctx); err != nil {
-					b.Fatalf("release: %v", err)
-				}
-			}
-			c.report(b, b.N, "cmds/acq")
-		})
+		b.Run(l.String(), func(b *testing.B) { serialRun(b, l, e.counter) })
 	}
+}
+
+// serialRun is one run of BenchmarkObtainRelease for l; newCounter counts
+// the commands of its servers.
+func serialRun(b *testing.B, l *lib, newCounter func(testing.TB) counter) {
+	ctx := context.Background()
+	keys := keyRing("or", l, keysPerGoroutine)
+	c := newCounter(b)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		h, err := l.obtain(ctx, keys[i%len(keys)])
+		i++
+		if err != nil {
+			b.Fatalf("obtain: %v", err)
+		}
+		if err := h.Release(ctx); err != nil {
+			b.Fatalf("release: %v", err)
+		}
+	}
+	c.report(b, b.N, "cmds/acq")
 }
 
 // BenchmarkObtainReleaseParallel is BenchmarkObtainRelease from 32
@@ -63,37 +67,40 @@ func BenchmarkObtainRelease(b *testing.B) {
 func BenchmarkObtainReleaseParallel(b *testing.B) {
 	e := setup(b)
 	for _, l := range e.libs {
-		b.Run(l.String(), func(b *testing.B) {
-			ctx := context.Background()
-			goroutines := parallelism * runtime.GOMAXPROCS(0)
-			keys := keyRing("orp", l, goroutines*keysPerGoroutine)
-			var next atomic.Int64
-			c := e.counter(b)
-			b.ReportAllocs()
-			b.SetParallelism(parallelism)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				// Each goroutine has keys of its own.
-				g := int(next.Add(1)-1) % goroutines
-				mine := keys[g*keysPerGoroutine : (g+1)*keysPerGoroutine]
-				i := 0
-				for pb.Next() {
-					h, err := l.obtain(ctx, mine[i%len(mine)])
-					i++
-					if err != nil {
-						b.Errorf("obtain: %v", err)
-						return
-					}
-					if err := h.Release(ctx); err != nil {
-						b.Errorf("release: %v", err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			c.report(b, b.N, "cmds/acq")
-		})
+		b.Run(l.String(), func(b *testing.B) { parallelRun(b, l, e.counter) })
 	}
+}
+
+// parallelRun is one run of BenchmarkObtainReleaseParallel for l.
+func parallelRun(b *testing.B, l *lib, newCounter func(testing.TB) counter) {
+	ctx := context.Background()
+	goroutines := parallelism * runtime.GOMAXPROCS(0)
+	keys := keyRing("orp", l, goroutines*keysPerGoroutine)
+	var next atomic.Int64
+	c := newCounter(b)
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		// Each goroutine has keys of its own.
+		g := int(next.Add(1)-1) % goroutines
+		mine := keys[g*keysPerGoroutine : (g+1)*keysPerGoroutine]
+		i := 0
+		for pb.Next() {
+			h, err := l.obtain(ctx, mine[i%len(mine)])
+			i++
+			if err != nil {
+				b.Errorf("obtain: %v", err)
+				return
+			}
+			if err := h.Release(ctx); err != nil {
+				b.Errorf("release: %v", err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	c.report(b, b.N, "cmds/acq")
 }
 
 // BenchmarkObtainMulti obtains 3 keys at once, all or nothing, and releases

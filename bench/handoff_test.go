@@ -69,18 +69,24 @@ var peers = []peer{
 // connectN makes n clients of p, each warmed up, or fails b.
 func connectN(b *testing.B, e *env, p peer, n int) []*lib {
 	b.Helper()
+	return connectEach(b, p.name, func() (*lib, error) { return p.connect(e.srv.Addr) }, n)
+}
+
+// connectEach makes n libs with connect, each warmed up, or fails b.
+func connectEach(b *testing.B, name string, connect func() (*lib, error), n int) []*lib {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	libs := make([]*lib, 0, n)
 	for range n {
-		l, err := p.connect(e.srv.Addr)
+		l, err := connect()
 		if err == nil {
 			libs = append(libs, l)
 			err = warm(ctx, l)
 		}
 		if err != nil {
 			closeAll(libs)
-			b.Fatalf("%s: %v", p.name, err)
+			b.Fatalf("%s: %v", name, err)
 		}
 	}
 	return libs
@@ -138,7 +144,7 @@ func BenchmarkContendedHandoff(b *testing.B) {
 					if libs == nil {
 						libs = connectN(b, e, p, s.clients)
 					}
-					handoffRun(b, e, s, p, libs)
+					handoffRun(b, e.counter, s, p.name, libs)
 				})
 				closeAll(libs)
 			}
@@ -153,7 +159,7 @@ func BenchmarkContendedHandoff(b *testing.B) {
 // after the others are gone, and 63 waiters that poll in step every 100ms
 // drain one a poll, for seconds, which would measure the end of the run
 // rather than its steady state.
-func handoffRun(b *testing.B, e *env, s shape, p peer, libs []*lib) {
+func handoffRun(b *testing.B, newCounter func(testing.TB) counter, s shape, name string, libs []*lib) {
 	key := keyRing("handoff", libs[0], 1)[0]
 	var (
 		acquired atomic.Int64
@@ -167,7 +173,7 @@ func handoffRun(b *testing.B, e *env, s shape, p peer, libs []*lib) {
 	run, stop := context.WithCancel(context.Background())
 	defer stop()
 	hs.reset()
-	c := e.counter(b)
+	c := newCounter(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -237,7 +243,7 @@ func handoffRun(b *testing.B, e *env, s shape, p peer, libs []*lib) {
 	b.ReportMetric(float64(least)*float64(s.goroutines)/float64(n), "fairness")
 	hs.report(b)
 	if dir := os.Getenv("BENCH_WAITS_DIR"); dir != "" {
-		if err := writeWaits(filepath.Join(dir, s.name+"-"+p.name+".txt"), b.Name(), all, len(censored)); err != nil {
+		if err := writeWaits(filepath.Join(dir, s.name+"-"+name+".txt"), b.Name(), all, len(censored)); err != nil {
 			b.Errorf("BENCH_WAITS_DIR: %v", err)
 		}
 	}

@@ -143,7 +143,12 @@ func newRedislock(addr, name string, backoff time.Duration) (*lib, error) {
 	if err != nil {
 		return nil, err
 	}
-	locker := redislock.New(client)
+	return redislockLib(name, redislock.New(client), backoff, client.Close), nil
+}
+
+// redislockLib is a lib of locker, whose wait retries with
+// LinearBackoff(backoff); closeFn closes its clients.
+func redislockLib(name string, locker *redislock.Client, backoff time.Duration, closeFn func()) *lib {
 	waitOpt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(backoff)}
 	return &lib{
 		name: name,
@@ -161,8 +166,8 @@ func newRedislock(addr, name string, backoff time.Duration) (*lib, error) {
 			return func() {}, err
 		},
 		refresh: true,
-		close:   client.Close,
-	}, nil
+		close:   closeFn,
+	}
 }
 
 // ---- bsm/redislock on go-redis v9 ----
@@ -265,8 +270,10 @@ func redsyncObtained(m *redsync.Mutex, err error) (held, error) {
 	return redsyncLock{m}, nil
 }
 
-func newRedsync(name string, pool redsyncredis.Pool, closeFn func()) *lib {
-	rs := redsync.New(pool)
+// newRedsync makes a redsync lib over pools: one for a single server, one a
+// node for a quorum (redsync's Redlock).
+func newRedsync(name string, closeFn func(), pools ...redsyncredis.Pool) *lib {
+	rs := redsync.New(pools...)
 	// Options are built once: each is a closure, and a caller that cares
 	// keeps them rather than making them on every lock.
 	tryOpts := []redsync.Option{redsync.WithExpiry(ttl), redsync.WithTries(1)}
@@ -298,7 +305,7 @@ func newRedsync(name string, pool redsyncredis.Pool, closeFn func()) *lib {
 
 func newRedsyncGoredis(addr string) (*lib, error) {
 	client := goredis.NewClient(&goredis.Options{Addr: addr})
-	return newRedsync("redsync-goredis", redsyncgoredis.NewPool(client), func() { _ = client.Close() }), nil
+	return newRedsync("redsync-goredis", func() { _ = client.Close() }, redsyncgoredis.NewPool(client)), nil
 }
 
 func newRedsyncRueidis(addr string) (*lib, error) {
@@ -306,7 +313,7 @@ func newRedsyncRueidis(addr string) (*lib, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRedsync("redsync-rueidis", redsyncrueidis.NewPool(rueidiscompat.NewAdapter(client)), client.Close), nil
+	return newRedsync("redsync-rueidis", client.Close, redsyncrueidis.NewPool(rueidiscompat.NewAdapter(client))), nil
 }
 
 // ---- rueidislock ----

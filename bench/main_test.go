@@ -172,15 +172,17 @@ func (e *env) commands(tb testing.TB, except ...string) int64 {
 	return n
 }
 
-// counter measures the commands of one benchmark run.
+// counter measures the commands of one benchmark run: on the shared
+// server (env.counter), or on the servers of a quorum.
 type counter struct {
-	e      *env
-	before int64
+	commands func(testing.TB) int64
+	before   int64
 }
 
 func (e *env) counter(tb testing.TB) counter {
 	tb.Helper()
-	return counter{e: e, before: e.commands(tb)}
+	commands := func(tb testing.TB) int64 { return e.commands(tb) }
+	return counter{commands: commands, before: commands(tb)}
 }
 
 // report adds the metric unit ("cmds/acq", "cmds/op"): the commands the
@@ -188,7 +190,7 @@ func (e *env) counter(tb testing.TB) counter {
 // n of 0.
 func (c counter) report(b *testing.B, n int, unit string) {
 	b.Helper()
-	after := c.e.commands(b)
+	after := c.commands(b)
 	if n > 0 {
 		b.ReportMetric(float64(after-c.before)/float64(n), unit)
 	}

@@ -29,6 +29,7 @@ const (
 	errNotObtained                     // redislock.ErrNotObtained (never an error outcome today)
 	errLockNotHeld                     // redislock.ErrLockNotHeld (never an error outcome today)
 	errNotReplicated                   // redislock.ErrNotReplicated
+	errNoQuorum                        // redislock.ErrNoQuorum (a quorum's nodes failed)
 	errClientClosed                    // rueidis.ErrClosing
 	errTransport                       // a net.Error, io.EOF, io.ErrUnexpectedEOF
 	errRedisFirst                      // the first of the Redis error prefixes below
@@ -64,6 +65,7 @@ var errTypeNames = func() [numErrTypes]string {
 		errNotObtained:      "not_obtained",
 		errLockNotHeld:      "lock_not_held",
 		errNotReplicated:    "not_replicated",
+		errNoQuorum:         "no_quorum",
 		errClientClosed:     "client_closed",
 		errTransport:        "transport",
 	}
@@ -99,6 +101,8 @@ func classifyError(err error) errType {
 	switch {
 	case err == nil:
 		return errOther
+	case errors.Is(err, redislock.ErrNoQuorum):
+		return errNoQuorum // before the ctx errors: it wraps its nodes' timeouts
 	case errors.Is(err, context.DeadlineExceeded):
 		return errDeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -27,6 +27,11 @@ const (
 	AttrHeld           = attribute.Key("redislock.held")          // float64: on Release, seconds since the obtain
 	AttrOutcome        = attribute.Key("redislock.outcome")       // string: one of the Outcome values
 	AttrKeys           = attribute.Key("redislock.keys")          // []string: the lock keys, WithKeys only
+	// How many nodes of a quorum Client granted (held, deleted), refused
+	// and failed in the operation's last round; set for a quorum only.
+	AttrNodesGranted = attribute.Key("redislock.nodes.granted") // int
+	AttrNodesRefused = attribute.Key("redislock.nodes.refused") // int
+	AttrNodesFailed  = attribute.Key("redislock.nodes.failed")  // int
 )
 
 // The values of the AttrOutcome attribute.
@@ -95,8 +100,8 @@ func outcomeName(op redislock.Op, out redislock.Outcome) string {
 	}
 }
 
-// attrBuf holds the attributes that End sets on a span: at most 10.
-type attrBuf [10]attribute.KeyValue
+// attrBuf holds the attributes that End sets on a span: at most 13.
+type attrBuf [13]attribute.KeyValue
 
 // attrBufs recycles the attrBufs of annotate: a span's SetAttributes copies
 // what it keeps (the SDK's does), as a function given a variadic argument
@@ -122,6 +127,12 @@ func (o *Observer) annotate(span trace.Span, info *opInfo, ev *redislock.Event, 
 				AttrWokenByExpiry.Int(ev.WokenByExpiry),
 				AttrWokenByBackoff.Int(ev.WokenByBackoff))
 		}
+	}
+	if ev.NodesGranted+ev.NodesRefused+ev.NodesFailed > 0 {
+		attrs = append(attrs,
+			AttrNodesGranted.Int(ev.NodesGranted),
+			AttrNodesRefused.Int(ev.NodesRefused),
+			AttrNodesFailed.Int(ev.NodesFailed))
 	}
 	if ev.TTL > 0 {
 		attrs = append(attrs, AttrTTL.Float64(ev.TTL.Seconds()))
