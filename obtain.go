@@ -475,9 +475,15 @@ func (c *Client) tryPlain(ctx context.Context, l *Lock, ttl string) attemptReply
 
 // tryObtain runs the kind's obtain script for l with keys and args
 // (obtain.lua's KEYS and ARGV), and reads its reply. A write that fewer
-// replicas than WithReplicas asks acknowledged is released.
+// replicas than WithReplicas asks acknowledged is released. An exclusive
+// lock runs c's own build of the kind: a quorum's Lock, on each node, that
+// node's (a cluster member declares its wait queues).
 func (c *Client) tryObtain(ctx context.Context, l *Lock, keys, args []string) attemptReply {
-	n, acked, err := c.exec(ctx, &l.kind.obtain, keys, args)
+	k := l.kind
+	if k.exclusive {
+		k = c.kind
+	}
+	n, acked, err := c.exec(ctx, &k.obtain, keys, args)
 	switch {
 	case err != nil:
 		return attemptReply{err: err}
