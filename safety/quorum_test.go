@@ -12,11 +12,31 @@ import (
 )
 
 // Scenario: a quorum of three redis-servers (appendfsync always), 8
-// quorum Clients on 4 keys, 3,000 acquisitions, while each node in turn is
-// killed with kill -9 and restarted: one holder at a time, linearizable,
+// quorum Clients on 4 keys, 3,000 acquisitions, while each node in turn
+// fails: killed with kill -9 and restarted from its AOF, or paused
+// (SIGSTOP) for 300ms, three times its call bound. One holder at a time,
 // and fence tokens the fenced resource accepts, whichever majority
 // granted them.
-func TestQuorumCrashRestart(t *testing.T) {
+func TestQuorumFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(t *testing.T, srv *safety.Server)
+	}{
+		{"kill -9 and restart", func(t *testing.T, srv *safety.Server) {
+			srv.Stop(t)
+			srv.Restart(t)
+		}},
+		{"paused 300ms", func(t *testing.T, srv *safety.Server) {
+			srv.Pause(t)
+			time.Sleep(300 * time.Millisecond)
+			srv.Resume(t)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { quorumFault(t, tc.fault) })
+	}
+}
+
+func quorumFault(t *testing.T, fault func(t *testing.T, srv *safety.Server)) {
 	var servers []*safety.Server
 	for range 3 {
 		servers = append(servers, safety.StartServer(t, safety.ServerOptions{
@@ -54,8 +74,7 @@ func TestQuorumCrashRestart(t *testing.T) {
 		for range 3 {
 			select {
 			case i := <-kills:
-				servers[i].Stop(t)
-				servers[i].Restart(t)
+				fault(t, servers[i])
 			case <-t.Context().Done():
 				return
 			}
@@ -63,7 +82,7 @@ func TestQuorumCrashRestart(t *testing.T) {
 	}()
 	n := w.Run(t.Context())
 	<-done
-	t.Logf("%d acquisitions; each node killed with kill -9 and restarted once", n)
+	t.Logf("%d acquisitions; each node failed once", n)
 	ops := rec.Ops()
 	t.Logf("history: %v", safety.Summarize(ops))
 	overlaps := safety.Overlaps(ops, 5*time.Millisecond)
