@@ -103,7 +103,11 @@ func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, inj
 	} else {
 		res.linearizable = resultName(safety.Linearizable(checked.Ops(), safety.CheckOptions{Fence: false, VisualizeDir: t.TempDir(), Timeout: 3 * time.Minute}))
 	}
-	res.late = len(safety.LateCalls(ops, deadlineMargin))
+	late := safety.LateCalls(ops, deadlineMargin)
+	res.late = len(late)
+	for _, op := range late {
+		t.Logf("returned %v after its deadline: %v: %v", op.Ended-op.Deadline, op, op.Err)
+	}
 	for _, op := range ops {
 		if op.Err != nil && errors.Is(op.Err, redislock.ErrNotReplicated) {
 			res.notReplicated++
