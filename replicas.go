@@ -93,22 +93,54 @@ func (c *Client) execReplicated(ctx context.Context, s script, keys, args []stri
 }
 
 func (c *Client) execDedicated(ctx context.Context, s script, keys, args []string) (res rueidis.RedisResult, acked int64, err error) {
-	err = c.client.Dedicated(func(dc rueidis.DedicatedClient) error {
-		wait := func() rueidis.Completed {
-			return dc.B().Wait().Numreplicas(c.replicas).Timeout(c.replicaTimeout.Milliseconds()).Build()
-		}
-		rs := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
-		if re, ok := rueidis.IsRedisErr(rs[0].Error()); ok && re.IsNoScript() {
-			rs = dc.DoMulti(ctx, dc.B().Eval().Script(s.body).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
-		}
-		res = rs[0]
-		// A WAIT that fails (a transport error, or a demoted master:
-		// "WAIT cannot be used with replica instances") confirms no
-		// replica: acked stays 0, and a write is then not replicated.
-		acked, _ = rs[1].AsInt64()
-		return nil
-	})
-	return res, acked, err
+	dc, release, err := c.dedicate(ctx)
+	if err != nil {
+		return res, 0, err
+	}
+	defer release()
+	wait := func() rueidis.Completed {
+		return dc.B().Wait().Numreplicas(c.replicas).Timeout(c.replicaTimeout.Milliseconds()).Build()
+	}
+	rs := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+	if re, ok := rueidis.IsRedisErr(rs[0].Error()); ok && re.IsNoScript() {
+		rs = dc.DoMulti(ctx, dc.B().Eval().Script(s.body).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+	}
+	// A WAIT that fails (a transport error, or a demoted master:
+	// "WAIT cannot be used with replica instances") confirms no replica:
+	// acked stays 0, and a write is then not replicated.
+	acked, _ = rs[1].AsInt64()
+	return rs[0], acked, nil
+}
+
+// dedicate returns a dedicated connection of the rueidis client, and the
+// function that hands it back, by the end of ctx. rueidis takes the
+// connection from its pool with context.Background(): a new one is dialled
+// and greeted (HELLO) under its dial and write timeouts (5s and 10s by
+// default), not under the caller's deadline, so a master that stopped
+// answering in a failover would hold the call that long. When ctx ends
+// first, dedicate returns its error, and the connection is handed back
+// when it comes; nothing was sent.
+func (c *Client) dedicate(ctx context.Context) (rueidis.DedicatedClient, func(), error) {
+	if ctx.Done() == nil {
+		dc, release := c.client.Dedicate()
+		return dc, release, nil
+	}
+	type conn struct {
+		dc      rueidis.DedicatedClient
+		release func()
+	}
+	got := make(chan conn, 1)
+	go func() {
+		dc, release := c.client.Dedicate()
+		got <- conn{dc, release}
+	}()
+	select {
+	case g := <-got:
+		return g.dc, g.release, nil
+	case <-ctx.Done():
+		go func() { (<-got).release() }()
+		return nil, nil, ctx.Err()
+	}
 }
 
 // notReplicated is the error for a write that fewer than c.replicas

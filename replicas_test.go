@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -140,9 +141,12 @@ func TestWithReplicas(t *testing.T) {
 	_, err = client.Obtain(t.Context(), "other", time.Minute, opt)
 	require.ErrorIs(t, err, redislock.ErrNotReplicated)
 	require.NotErrorIs(t, err, redislock.ErrNotObtained)
-	v, err = master.Do(t, "EXISTS", "other")
-	require.NoError(t, err)
-	assert.Equal(t, "0", v, "what the obtain wrote is released")
+	// What the obtain wrote is released in the background, within the
+	// release timeout.
+	eventually(t, func() bool {
+		v, err := master.Do(t, "EXISTS", "other")
+		return err == nil && v == "0"
+	}, "what the obtain wrote is released")
 
 	// Without the option, the same obtain succeeds: nothing waits.
 	plain, err := redislock.New(rc).Obtain(context.Background(), "other", time.Minute, nil)
@@ -154,4 +158,46 @@ func TestWithReplicas_badInput(t *testing.T) {
 	assert.PanicsWithValue(t, "redislock: WithReplicas(-1, 1s): n must be 0 or more", func() { redislock.WithReplicas(-1, time.Second) })
 	assert.PanicsWithValue(t, "redislock: WithReplicas(1, 999µs): the timeout must be 1ms or more", func() { redislock.WithReplicas(1, 999*time.Microsecond) })
 	assert.NotPanics(t, func() { redislock.WithReplicas(0, 0) })
+}
+
+// A Client made WithReplicas takes a dedicated connection for each write.
+// rueidis dials and greets a new one with context.Background(), under its
+// dial and write timeouts (a minute here), not the caller's deadline: with
+// the master stopped (SIGSTOP) before the first write, the Obtain must
+// still return by its own deadline, while the master is stopped, not when
+// it answers again.
+func TestWithReplicas_stoppedMasterKeepsDeadline(t *testing.T) {
+	redistest.Require(t)
+	master := redistest.StartServer(t)
+	rc := master.Client(t, func(o *rueidis.ClientOption) {
+		o.Dialer.Timeout = time.Minute
+		o.ConnWriteTimeout = time.Minute
+	})
+	client := redislock.New(rc, redislock.WithReplicas(1, time.Second))
+
+	master.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			master.Resume(t)
+		}
+	}()
+	returned := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := client.Obtain(ctx, "lock", time.Minute, nil)
+		returned <- err
+	}()
+	select {
+	case err := <-returned:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the Obtain did not return while the master was stopped")
+	}
+	resumed = true
+	master.Resume(t)
+	v, err := master.Do(t, "EXISTS", "lock")
+	require.NoError(t, err)
+	assert.Equal(t, "0", v, "nothing was written")
 }
