@@ -66,7 +66,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := redistest.StartCluster(t, 3, 1)
 			const kills = 4
-			res := runFaults(t, clusterClients(t, cl, tc.opts...), keys, kills, func(int) error {
+			res := runFaults(t, clusterClients(t, cl, tc.opts...), keys, kills, tc.strict, func(int) error {
 				old := owner(t, cl, keys[0])
 				if old == nil {
 					return errors.New("no master serves the keys")

@@ -25,7 +25,7 @@ type failoverResult struct {
 	overlaps                int
 	notReplicated           int // obtains and refreshes refused for want of replicas
 	linearizable            string
-	late                    int // calls that outlived their deadline
+	late                    int // calls that outlived their deadline (less the process' pauses)
 }
 
 func (r failoverResult) String() string {
@@ -56,8 +56,10 @@ func lostLocks(ops []safety.Op, slack time.Duration) int {
 
 // runFaults runs the clients contending for keys while inject makes faults
 // one after the other (inject(i) returns once fault i is over and the
-// deployment is whole again), and returns what the checkers found.
-func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, inject func(i int) error) failoverResult {
+// deployment is whole again), and returns what the checkers found. A
+// strict run gives porcupine 3 minutes for its verdict, which it requires;
+// the others log the verdict reached within 20s.
+func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, strict bool, inject func(i int) error) failoverResult {
 	t.Helper()
 	rec := cs[0].Rec
 	var done atomic.Int32
@@ -85,6 +87,7 @@ func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, inj
 			done.Add(1)
 		}
 	}()
+	pauses := watchPauses(ctx, rec)
 	n := w.Run(ctx)
 	ops := rec.Ops()
 	res := failoverResult{failovers: int(done.Load()), acquisitions: n}
@@ -101,12 +104,27 @@ func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, inj
 	if res.overlaps > 0 {
 		res.linearizable = "NOT linearizable (overlaps)"
 	} else {
-		res.linearizable = resultName(safety.Linearizable(checked.Ops(), safety.CheckOptions{Fence: false, VisualizeDir: t.TempDir(), Timeout: 3 * time.Minute}))
+		// A strict run requires the verdict, and gets the time to reach
+		// it; the others log it, and do not hold CI for minutes when the
+		// checker has not decided within 20s.
+		timeout := 20 * time.Second
+		if strict {
+			timeout = 3 * time.Minute
+		}
+		res.linearizable = resultName(safety.Linearizable(checked.Ops(), safety.CheckOptions{Fence: false, VisualizeDir: t.TempDir(), Timeout: timeout}))
 	}
-	late := safety.LateCalls(ops, deadlineMargin)
-	res.late = len(late)
-	for _, op := range late {
-		t.Logf("returned %v after its deadline: %v: %v", op.Ended-op.Deadline, op, op.Err)
+	// A call is late when it returned more than deadlineMargin after its
+	// deadline, not counting the spans from then on in which the process
+	// itself was paused (pauseWatch): none of its goroutines ran, so no
+	// call could have returned, whatever the library does.
+	for _, op := range safety.LateCalls(ops, deadlineMargin) {
+		late, paused := op.Ended-op.Deadline, pauses.paused(op.Deadline-deadlineMargin, op.Ended)
+		if late-paused > deadlineMargin {
+			res.late++
+			t.Logf("late: returned %v after its deadline, the process paused %v of it: %v: %v", late, paused, op, op.Err)
+		} else {
+			t.Logf("returned %v after its deadline while the process was paused %v: %v", late, paused, op)
+		}
 	}
 	for _, op := range ops {
 		if op.Err != nil && errors.Is(op.Err, redislock.ErrNotReplicated) {
@@ -129,11 +147,14 @@ func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, inj
 	return res
 }
 
-// until polls cond every 20ms for up to 30s.
+// until polls cond every 20ms for up to 60s: the sentinels take a few
+// seconds to promote a replica, and retry a failover that did not end
+// within failover-timeout (5s) only after twice that; a failover of a run
+// under two busy loops once took more than 30s.
 func until(cond func() bool, what string) error {
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not within 30s", what)
+			return fmt.Errorf("%s: not within 60s", what)
 		}
 	}
 	return nil
@@ -145,7 +166,7 @@ func until(cond func() bool, what string) error {
 // (SENTINEL FAILOVER, and every third one kill -9 of the master, which then
 // comes back empty as a replica of the new one), and returns what the
 // checkers found.
-func runFailovers(t *testing.T, failovers int, opts ...redislock.ClientOption) failoverResult {
+func runFailovers(t *testing.T, failovers int, strict bool, opts ...redislock.ClientOption) failoverResult {
 	t.Helper()
 	d := redistest.StartSentinel(t, 2, 3)
 	rec := safety.NewRecorder()
@@ -153,7 +174,7 @@ func runFailovers(t *testing.T, failovers int, opts ...redislock.ClientOption) f
 	for i := range cs {
 		cs[i] = &safety.Client{ID: i, Locker: redislock.New(d.Client(t), opts...), Rec: rec}
 	}
-	return runFaults(t, cs, []string{"a", "b", "c", "d"}, failovers, func(i int) error {
+	return runFaults(t, cs, []string{"a", "b", "c", "d"}, failovers, strict, func(i int) error {
 		old := d.Master(t)
 		if i%3 == 2 {
 			old.Stop(t)
@@ -237,7 +258,7 @@ func TestSentinelFailover(t *testing.T) {
 		{"WithReplicas(2 of 2)", 21, []redislock.ClientOption{redislock.WithReplicas(2, 200*time.Millisecond)}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := runFailovers(t, tc.failovers, tc.opts...)
+			res := runFailovers(t, tc.failovers, tc.strict, tc.opts...)
 			require.Equal(t, tc.failovers, res.failovers, "every failover happened")
 			require.Positive(t, res.acquisitions)
 			require.Zero(t, res.late, "calls outlived their deadline")
