@@ -50,9 +50,23 @@ func obtainRelease(locker *redislock.Client) func(ctx context.Context, key strin
 	}
 }
 
+// benchSerial is Obtain+Release of locker in a loop, on keys named prefix.
+func benchSerial(b *testing.B, ctx context.Context, prefix string, locker *redislock.Client) {
+	keys := benchKeyRing(prefix, benchKeys)
+	b.ReportAllocs()
+	i := 0
+	cycle := obtainRelease(locker)
+	for b.Loop() {
+		if err := cycle(ctx, keys[i%len(keys)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkReplicas is Obtain+Release on a master with one replica, without
-// and with WithReplicas(1, 100ms): what the acknowledgement costs, serial
-// and from 32 goroutines a CPU.
+// and with WithReplicas(1, 2s): what the acknowledgement costs, serial
+// (with a ctx without and with a deadline) and from 32 goroutines a CPU.
 func BenchmarkReplicas(b *testing.B) {
 	master := redistest.StartServer(b, "--repl-diskless-sync-delay", "0")
 	redistest.StartServer(b, "--replicaof", "127.0.0.1", master.Addr[strings.LastIndexByte(master.Addr, ':')+1:], "--repl-diskless-sync-delay", "0")
@@ -73,18 +87,13 @@ func BenchmarkReplicas(b *testing.B) {
 		// and the benchmark failed instead of measuring.
 		locker := redislock.New(client, redislock.WithReplicas(n, 2*time.Second))
 		name := "replicas=" + string(rune('0'+n))
-		b.Run("serial/"+name, func(b *testing.B) {
-			ctx := context.Background()
-			keys := benchKeyRing("rep", benchKeys)
-			b.ReportAllocs()
-			i := 0
-			cycle := obtainRelease(locker)
-			for b.Loop() {
-				if err := cycle(ctx, keys[i%len(keys)]); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+		b.Run("serial/"+name, func(b *testing.B) { benchSerial(b, context.Background(), "rep", locker) })
+		// With a ctx that can end, as most callers' do, a write of
+		// WithReplicas takes its dedicated connection by that ctx's end.
+		b.Run("serial-deadline/"+name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			benchSerial(b, ctx, "repd", locker)
 		})
 		b.Run("parallel/"+name, func(b *testing.B) { benchParallel(b, "repp", obtainRelease(locker)) })
 	}
