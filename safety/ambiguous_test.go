@@ -104,7 +104,7 @@ func ambiguousObtain(t *testing.T, kind, attrs string, heal time.Duration) {
 			} else {
 				require.NotErrorIs(t, err, redislock.ErrNotObtained, "a transport error is an unknown outcome, not ErrNotObtained")
 			}
-			require.Less(t, took, 100*time.Millisecond+deadlineMargin, "the call outlived its deadline")
+			requireReturnedBy(t, start, took, 100*time.Millisecond, "the call outlived its deadline")
 			go func() {
 				time.Sleep(heal)
 				p.remove(name)

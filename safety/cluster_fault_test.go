@@ -224,6 +224,6 @@ func TestClusterResharding(t *testing.T) {
 	t.Logf("%d moves of slot %d; %d acquisitions; ObtainMulti: %d OK, %d not obtained or failed", moved.Load(), slot, n, multiOK.Load(), multiErr.Load())
 	require.Equal(t, int32(moves), moved.Load())
 	require.Positive(t, multiOK.Load(), "ObtainMulti works across the moves")
-	require.Empty(t, safety.LateCalls(ops, deadlineMargin), "calls outlived their deadline")
+	require.Empty(t, lateCalls(t, rec, ops), "calls outlived their deadline")
 	requireSafe(t, rec, res, true)
 }

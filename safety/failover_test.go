@@ -87,7 +87,6 @@ func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, str
 			done.Add(1)
 		}
 	}()
-	pauses := watchPauses(ctx, rec)
 	n := w.Run(ctx)
 	ops := rec.Ops()
 	res := failoverResult{failovers: int(done.Load()), acquisitions: n}
@@ -113,19 +112,7 @@ func runFaults(t *testing.T, cs []*safety.Client, keys []string, faults int, str
 		}
 		res.linearizable = resultName(safety.Linearizable(checked.Ops(), safety.CheckOptions{Fence: false, VisualizeDir: t.TempDir(), Timeout: timeout}))
 	}
-	// A call is late when it returned more than deadlineMargin after its
-	// deadline, not counting the spans from then on in which the process
-	// itself was paused (pauseWatch): none of its goroutines ran, so no
-	// call could have returned, whatever the library does.
-	for _, op := range safety.LateCalls(ops, deadlineMargin) {
-		late, paused := op.Ended-op.Deadline, pauses.paused(op.Deadline-deadlineMargin, op.Ended)
-		if late-paused > deadlineMargin {
-			res.late++
-			t.Logf("late: returned %v after its deadline, the process paused %v of it: %v: %v", late, paused, op, op.Err)
-		} else {
-			t.Logf("returned %v after its deadline while the process was paused %v: %v", late, paused, op)
-		}
-	}
+	res.late = len(lateCalls(t, rec, ops))
 	for _, op := range ops {
 		if op.Err != nil && errors.Is(op.Err, redislock.ErrNotReplicated) {
 			res.notReplicated++

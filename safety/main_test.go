@@ -18,7 +18,9 @@ import (
 // runs and ends; NewClient returns no client to close, so nothing can stop
 // it sooner.
 func TestMain(m *testing.M) {
+	procPauses.start()
 	code := m.Run()
+	procPauses.close()
 	if code == 0 {
 		if err := findLeaks(goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1")); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: goroutines outlived the tests: %v\n", err)
