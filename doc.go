@@ -19,9 +19,9 @@ package redislock
 
 // How an obtain runs: one engine, kinds of lock beside it.
 //
-// The engine is written once (obtain.go): an obtainCall holds the state of
-// one Obtain, and its steps are methods called in one order by
-// obtainCall.run: join (behind the Client's goroutines that wait for the
+// The engine is written once (obtain.go, its attempt step in attempt.go):
+// an obtainCall holds the state of one Obtain, and its steps are methods
+// called in one order by obtainCall.run: join (behind the Client's goroutines that wait for the
 // same keys), attempt (which, for the Client's first waiter, also queues it
 // in Redis), backoff (retrier, retry.go, shared with Refresh), wait, take a
 // grant, give up. What a failed command means is decided by classify alone
@@ -39,7 +39,8 @@ package redislock
 //     PUBLISH on its Client's channel, subscription.go), and the waiter has
 //     it without another round trip.
 //   - In the process, the goroutines of one Client that wait for the same
-//     keys queue behind one another (waitqueue.go), and only the first one
+//     keys queue behind one another (waitqueue.go; a waiter's states in
+//     waiter.go), and only the first one
 //     talks to Redis. A Release by that Client offers the lock to its first
 //     local waiter in the release's own round trip, unless a waiter of
 //     another Client is queued in Redis: that one is first.
@@ -75,7 +76,7 @@ package redislock
 // A kind over several deployments (a quorum, quorum.go) is a Client whose
 // q field holds its nodes, each a single-server Client. The engine's calls
 // that talk to Redis ask c.q first: the attempt (obtainCall.send, to
-// sendQuorum), the release (Client.releaseOnce, and Release itself), the
+// sendQuorum), the release (Client.releaseOnce in release.go, and Release), the
 // refresh and the TTL (lock.go) fan out to every node and count a majority;
 // joining, the retrier, the wait, the give-up and the cleanup stay the
 // engine's. A quorum waiter is never queued in Redis (obtainCall.queue):
