@@ -21,9 +21,9 @@ package redislock
 //
 // The engine is written once (obtain.go, its attempt step in attempt.go):
 // an obtainCall holds the state of one Obtain, and its steps are methods
-// called in one order by obtainCall.run: join (behind the Client's goroutines that wait for the
-// same keys), attempt (which, for the Client's first waiter, also queues it
-// in Redis), backoff (retrier, retry.go, shared with Refresh), wait, take a
+// called in one order by obtainCall.run: join (behind the Client's
+// goroutines that wait for the same keys), attempt (which, for the
+// Client's first waiter, also queues it in Redis), backoff (retrier, retry.go, shared with Refresh), wait, take a
 // grant, give up. What a failed command means is decided by classify alone
 // (errors.go), for obtain, refresh, release and the watchdog. Every script
 // that writes runs through Client.exec (replicas.go), which hides
