@@ -43,10 +43,12 @@ type result struct {
 	err  error
 }
 
-// eventually polls cond every millisecond for up to 5s.
+// eventually awaits cond, polling every millisecond, for up to 30s: a
+// waiter may take seconds to queue on a machine loaded far beyond its cores
+// (5s was too short once, under a load of 17 on 2 CPUs).
 func eventually(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	require.Eventually(t, cond, 5*time.Second, time.Millisecond, what)
+	require.Eventually(t, cond, 30*time.Second, time.Millisecond, what)
 }
 
 // queueLen is the length of key's wait queue in Redis (a standalone server).
