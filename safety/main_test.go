@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed-223c80a0/redislock/internal/redistest"
 	"go.uber.org/goleak"
 )
 
@@ -18,9 +19,9 @@ import (
 // runs and ends; NewClient returns no client to close, so nothing can stop
 // it sooner.
 func TestMain(m *testing.M) {
-	procPauses.start()
+	procPauses = redistest.StartPauseWatch()
 	code := m.Run()
-	procPauses.close()
+	procPauses.Close()
 	if code == 0 {
 		if err := findLeaks(goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1")); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: goroutines outlived the tests: %v\n", err)
