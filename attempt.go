@@ -33,6 +33,7 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 		rep = a.send(ctx, a.queue(ctx))
 	}
 	a.rtt = time.Since(t0)
+	rep.err = asCtxErr(ctx, rep.err)
 	switch {
 	case rep.err == nil && !rep.held:
 		a.l.fence = rep.fence

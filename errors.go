@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -134,6 +135,18 @@ func notObtained(l *Lock, random bool, lastErr, ctxErr error) error {
 	default:
 		return fmt.Errorf("redislock: obtain %q: %w: %w", l.keys[0], lastErr, ctxErr)
 	}
+}
+
+// asCtxErr returns err wrapped with context.DeadlineExceeded when it is a
+// network timeout (os.ErrDeadlineExceeded) and the call's own deadline has
+// passed: a dial bounded by the ctx deadline fails with the poller's "i/o
+// timeout" when the poller's timer fires before the ctx's own, and the
+// caller must still learn that its deadline ended the call.
+func asCtxErr(ctx context.Context, err error) error {
+	if err != nil && !isCtxErr(err) && errors.Is(err, os.ErrDeadlineExceeded) && ownCtxEnded(ctx) {
+		return fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
+	}
+	return err
 }
 
 // notSent reports whether err is that of a command that never left the
