@@ -423,34 +423,49 @@ func (r *refreshes) End(_ context.Context, ev *redislock.Event) {
 func TestObtainShared_watch(t *testing.T) {
 	redistest.Require(t)
 	b := realBackend(t)
+	pauses := redistest.WatchPauses(t)
+	for _, limit := range []int{0, 2} {
+		for try := 1; !watchHolderOnce(t, b, pauses, limit, "w:"+strconv.Itoa(try)); try++ {
+			require.Less(t, try, 3, "the process was paused for a third of the TTL in each try")
+		}
+	}
+	assert.Equal(t, 0, b.dbsize(t))
+}
+
+// watchHolderOnce is TestObtainShared_watch for a shared lock (limit 0) or
+// a semaphore, on key; it reports false when the watch was cancelled while
+// the process was paused for a third of the TTL (cancelledByPause).
+func watchHolderOnce(t *testing.T, b backend, pauses *redistest.PauseWatch, limit int, key string) bool {
 	ctx := t.Context()
 	obs := &refreshes{}
 	c := redislock.New(b.client, redislock.WithObserver(obs))
-	const ttl = 300 * time.Millisecond // refreshed every 100ms
-	for _, limit := range []int{0, 2} {
-		obtain := func(c *redislock.Client, ttl time.Duration) *redislock.Lock {
-			var l *redislock.Lock
-			var err error
-			if limit == 0 {
-				l, err = c.ObtainShared(ctx, "w", ttl, nil)
-			} else {
-				l, err = c.ObtainSemaphore(ctx, "w", limit, ttl, nil)
-			}
-			require.NoError(t, err)
-			return l
+	const ttl = watchTTL // refreshed every third of it
+	obtain := func(c *redislock.Client, ttl time.Duration) *redislock.Lock {
+		var l *redislock.Lock
+		var err error
+		if limit == 0 {
+			l, err = c.ObtainShared(ctx, key, ttl, nil)
+		} else {
+			l, err = c.ObtainSemaphore(ctx, key, limit, ttl, nil)
 		}
-		l, other := obtain(c, ttl), obtain(redislock.New(b.client), time.Hour)
-		before := obs.n.Load()
-		work, stop := l.Watch(ctx, ttl)
-		eventually(t, func() bool { return obs.n.Load() >= before+5 || work.Err() != nil }, "five refreshes, over a lease's worth")
-		require.NoError(t, context.Cause(work), "the lease was kept")
-		left, err := l.TTL(ctx)
 		require.NoError(t, err)
-		assert.Positive(t, left)
-		stop()
-		require.NoError(t, l.Release(ctx))
-		assertTTL(t, other, time.Hour)
-		require.NoError(t, other.Release(ctx))
+		return l
 	}
-	assert.Equal(t, 0, b.dbsize(t))
+	l, other := obtain(c, ttl), obtain(redislock.New(b.client), time.Hour)
+	defer func() { require.NoError(t, other.Release(ctx)) }()
+	start := time.Now()
+	work, stop := l.Watch(ctx, ttl)
+	defer stop()
+	eventually(t, func() bool { return obs.n.Load() >= 4 || work.Err() != nil }, "four refreshes, over a lease's worth")
+	if cancelledByPause(t, pauses, start, work, ttl) {
+		_ = l.Release(ctx)
+		return false
+	}
+	left, err := l.TTL(ctx)
+	require.NoError(t, err)
+	assert.Positive(t, left)
+	stop()
+	require.NoError(t, l.Release(ctx))
+	assertTTL(t, other, time.Hour)
+	return true
 }

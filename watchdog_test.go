@@ -140,6 +140,22 @@ func TestLock_Watch(t *testing.T) {
 	}
 }
 
+// cancelledByPause reports whether work, a watch of a lock with ttl that
+// began at from, was cancelled while the test process was paused for a
+// third of the TTL or more since (the time a refresh may take): a watch
+// must then cancel. It fails t when work was cancelled without such a
+// pause.
+func cancelledByPause(t *testing.T, pauses *redistest.PauseWatch, from time.Time, work context.Context, ttl time.Duration) bool {
+	t.Helper()
+	if work.Err() == nil {
+		return false
+	}
+	paused := pauses.Paused(from, time.Now())
+	require.GreaterOrEqual(t, paused, ttl/3, "cancelled while the lock is held: %v (the process paused %v)", context.Cause(work), paused)
+	t.Logf("cancelled while the process was paused %v: %v", paused, context.Cause(work))
+	return true
+}
+
 // watchOnce is TestLock_Watch on key; it reports false, having asserted
 // only that, when the watch was cancelled while the process was paused
 // for a third of the TTL or more.
@@ -150,10 +166,7 @@ func watchOnce(t *testing.T, b backend, pauses *redistest.PauseWatch, key string
 	work, stop := lock.Watch(t.Context(), ttl)
 
 	time.Sleep(time.Until(obtained.Add(2 * ttl)))
-	if err := work.Err(); err != nil {
-		paused := pauses.Paused(obtained, time.Now())
-		require.GreaterOrEqual(t, paused, ttl/3, "cancelled while the lock is held: %v (the process paused %v)", context.Cause(work), paused)
-		t.Logf("cancelled while the process was paused %v: %v", paused, context.Cause(work))
+	if cancelledByPause(t, pauses, obtained, work, ttl) {
 		stop()
 		_ = lock.Release(t.Context())
 		return false
