@@ -25,23 +25,41 @@ func TestSlowLink_noOrphan(t *testing.T) {
 		for _, mode := range []string{"idle", "busy"} {
 			t.Run(fmt.Sprintf("latency=%dms/%s", latency, mode), func(t *testing.T) {
 				t.Parallel()
-				srv := safety.StartServer(t, safety.ServerOptions{})
-				warmScripts(t, srv)
-				p := startProxy(t, srv.Addr)
-				locker := redislock.New(connection(t, p, mode))
-				p.toxic("latency", "downstream", fmt.Sprintf(`{"latency":%d}`, latency))
-				ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
-				start := time.Now()
-				_, err := locker.Obtain(ctx, "k", time.Minute, &redislock.Options{FenceKey: "k:fence"})
-				took := time.Since(start)
-				cancel()
-				require.ErrorIs(t, err, redislock.ErrNotObtained)
-				require.ErrorIs(t, err, context.DeadlineExceeded)
-				requireReturnedBy(t, start, took, 150*time.Millisecond, "the call outlived its deadline")
-				gone := waitGone(t, srv, "k", redislock.DefaultReleaseTimeout+deadlineMargin)
-				require.Equal(t, "1", srv.MustDo(t, "GET", "k:fence"), "the server granted the lock")
-				t.Logf("the orphan was released %v after the Obtain returned", gone.Round(time.Millisecond))
+				for try := 1; !slowObtainOnce(t, latency, mode); try++ {
+					require.Less(t, try, 3, "the reply beat the deadline's timer in each try")
+				}
 			})
 		}
 	}
+}
+
+// slowObtainOnce is one try of TestSlowLink_noOrphan. On a machine loaded
+// far beyond its cores, the process may not run the ctx's timer before the
+// late reply is read (seen once under a load of 14): the Obtain then
+// returns the lock, which must be held; it is released, and slowObtainOnce
+// reports false.
+func slowObtainOnce(t *testing.T, latency int, mode string) bool {
+	srv := safety.StartServer(t, safety.ServerOptions{})
+	warmScripts(t, srv)
+	p := startProxy(t, srv.Addr)
+	locker := redislock.New(connection(t, p, mode))
+	p.toxic("latency", "downstream", fmt.Sprintf(`{"latency":%d}`, latency))
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
+	start := time.Now()
+	lock, err := locker.Obtain(ctx, "k", time.Minute, &redislock.Options{FenceKey: "k:fence"})
+	took := time.Since(start)
+	cancel()
+	if err == nil {
+		require.Equal(t, lock.Token(), srv.MustDo(t, "GET", "k"), "an Obtain returned a lock that is not held")
+		t.Logf("the reply was read before the deadline's timer ran, after %v (the process paused %v)", took, procPauses.Paused(start, start.Add(took)))
+		require.NoError(t, lock.Release(t.Context()))
+		return false
+	}
+	require.ErrorIs(t, err, redislock.ErrNotObtained)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	requireReturnedBy(t, start, took, 150*time.Millisecond, "the call outlived its deadline")
+	gone := waitGone(t, srv, "k", redislock.DefaultReleaseTimeout+deadlineMargin)
+	require.Equal(t, "1", srv.MustDo(t, "GET", "k:fence"), "the server granted the lock")
+	t.Logf("the orphan was released %v after the Obtain returned", gone.Round(time.Millisecond))
+	return true
 }
