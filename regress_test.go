@@ -529,8 +529,8 @@ func TestRegress_giveUpRacingReleaseLeavesNothingHeld(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	for _, key := range held {
-		t.Logf("%s: value %q, PTTL %s ms, queue %q", key, b.mustDo(t, "GET", key), b.mustDo(t, "PTTL", key),
-			b.mustDo(t, "LRANGE", key+":redislock-waiters", "0", "-1"))
+		queue, err := b.client.Do(t.Context(), b.client.B().Lrange().Key(key+":redislock-waiters").Start(0).Stop(-1).Build()).AsStrSlice()
+		t.Logf("%s: value %q, PTTL %s ms, queue %q (%v)", key, b.mustDo(t, "GET", key), b.mustDo(t, "PTTL", key), queue, err)
 	}
 	require.Empty(t, held, "%d of %d locks are held though every caller has returned (and released what it obtained): held by nobody until their TTL",
 		len(held), len(keys))
