@@ -1,6 +1,8 @@
 package safety_test
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,40 +20,71 @@ import (
 // and fence tokens the fenced resource accepts, whichever majority
 // granted them.
 func TestQuorumFaults(t *testing.T) {
+	// slow runs toxic on node i's proxy for 500ms, five times the call
+	// bound of a 1s TTL (QuorumCallFraction).
+	slow := func(kind, attrs string) func(t *testing.T, n quorumNode) {
+		return func(t *testing.T, n quorumNode) {
+			name := n.proxy.toxic(kind, "downstream", attrs)
+			time.Sleep(500 * time.Millisecond)
+			n.proxy.remove(name)
+		}
+	}
 	for _, tc := range []struct {
 		name  string
-		fault func(t *testing.T, srv *safety.Server)
+		fault func(t *testing.T, n quorumNode)
 	}{
-		{"kill -9 and restart", func(t *testing.T, srv *safety.Server) {
-			srv.Stop(t)
-			srv.Restart(t)
+		{"kill -9 and restart", func(t *testing.T, n quorumNode) {
+			n.srv.Stop(t)
+			n.srv.Restart(t)
 		}},
-		{"paused 300ms", func(t *testing.T, srv *safety.Server) {
-			srv.Pause(t)
+		{"paused 300ms", func(t *testing.T, n quorumNode) {
+			n.srv.Pause(t)
 			time.Sleep(300 * time.Millisecond)
-			srv.Resume(t)
+			n.srv.Resume(t)
 		}},
+		{"slow replies (200ms latency)", slow("latency", `{"latency":200}`)},
+		{"partitioned (replies held)", slow("timeout", `{"timeout":0}`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) { quorumFault(t, tc.fault) })
 	}
 }
 
-func quorumFault(t *testing.T, fault func(t *testing.T, srv *safety.Server)) {
-	var servers []*safety.Server
+// nodeFailures is an Observer that counts the calls that saw a node fail.
+type nodeFailures struct{ calls atomic.Int64 }
+
+func (o *nodeFailures) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
+
+func (o *nodeFailures) End(_ context.Context, ev *redislock.Event) {
+	if ev.NodesFailed > 0 {
+		o.calls.Add(1)
+	}
+}
+
+// quorumNode is a node of TestQuorumFaults: its server, and the proxy its
+// clients reach it through.
+type quorumNode struct {
+	srv   *safety.Server
+	proxy *proxy
+}
+
+func quorumFault(t *testing.T, fault func(t *testing.T, n quorumNode)) {
+	var servers []quorumNode
 	for range 3 {
-		servers = append(servers, safety.StartServer(t, safety.ServerOptions{
+		srv := safety.StartServer(t, safety.ServerOptions{
 			Args: []string{"--appendonly", "yes", "--appendfsync", "always"},
-		}))
+		})
+		servers = append(servers, quorumNode{srv: srv, proxy: startProxy(t, srv.Addr)})
 	}
 	rec := safety.NewRecorder()
 	res := safety.NewFencedResource()
+	failed := &nodeFailures{}
 	cs := make([]*safety.Client, 8)
 	for i := range cs {
 		var nodes []rueidis.Client
-		for _, srv := range servers {
-			nodes = append(nodes, safety.NewClient(t, srv.Addr))
+		for _, n := range servers {
+			nodes = append(nodes, safety.NewClient(t, n.proxy.Addr()))
 		}
-		cs[i] = &safety.Client{ID: i, Locker: redislock.NewQuorum(nodes), Rec: rec}
+		cs[i] = &safety.Client{ID: i, Locker: redislock.NewQuorum(nodes, redislock.WithObserver(failed)), Rec: rec}
 	}
 	const total = 3000
 	kills := make(chan int, 3)
@@ -82,7 +115,8 @@ func quorumFault(t *testing.T, fault func(t *testing.T, srv *safety.Server)) {
 	}()
 	n := w.Run(t.Context())
 	<-done
-	t.Logf("%d acquisitions; each node failed once", n)
+	t.Logf("%d acquisitions; each node failed once; %d calls saw a node fail", n, failed.calls.Load())
+	require.Positive(t, failed.calls.Load(), "no call saw the fault")
 	ops := rec.Ops()
 	t.Logf("history: %v", safety.Summarize(ops))
 	overlaps := safety.Overlaps(ops, 5*time.Millisecond)
