@@ -13,18 +13,21 @@ import (
 	"github.com/seed-223c80a0/redislock/safety"
 )
 
-// Scenario: a quorum of three redis-servers (appendfsync always), 8
-// quorum Clients on 4 keys, 3,000 acquisitions, while each node in turn
-// fails: killed with kill -9 and restarted from its AOF, or paused
-// (SIGSTOP) for 300ms, three times its call bound. One holder at a time,
-// and fence tokens the fenced resource accepts, whichever majority
-// granted them.
+// Scenario: a quorum of three redis-servers (appendfsync always), each
+// behind a proxy, 8 quorum Clients on 4 keys, 3,000 acquisitions, while
+// each node in turn fails: killed with kill -9 and restarted from its AOF;
+// paused (SIGSTOP) for 300ms, three times its call bound; its replies slowed
+// by 200ms for 500ms; or its replies held for 500ms (a partition that
+// heals: the node runs every command, and its replies arrive at once when
+// it ends). One holder at a time, and fence tokens the fenced resource
+// accepts, whichever majority granted them.
 func TestQuorumFaults(t *testing.T) {
-	// slow runs toxic on node i's proxy for 500ms, five times the call
-	// bound of a 1s TTL (QuorumCallFraction).
-	slow := func(kind, attrs string) func(t *testing.T, n quorumNode) {
+	// slow delays node i's replies by latency for 500ms, five times the
+	// call bound of a 1s TTL (QuorumCallFraction); the replies it holds
+	// then go out at once.
+	slow := func(latency string) func(t *testing.T, n quorumNode) {
 		return func(t *testing.T, n quorumNode) {
-			name := n.proxy.toxic(kind, "downstream", attrs)
+			name := n.proxy.toxic("latency", "downstream", `{"latency":`+latency+`}`)
 			time.Sleep(500 * time.Millisecond)
 			n.proxy.remove(name)
 		}
@@ -42,8 +45,11 @@ func TestQuorumFaults(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 			n.srv.Resume(t)
 		}},
-		{"slow replies (200ms latency)", slow("latency", `{"latency":200}`)},
-		{"partitioned (replies held)", slow("timeout", `{"timeout":0}`)},
+		{"slow replies (200ms latency)", slow("200")},
+		// Held, not dropped: toxiproxy's timeout toxic drops the replies,
+		// and its removal closes the connection but strands a goroutine
+		// of the link (v2.5.0), which the leak check then reports.
+		{"partitioned (replies held 500ms)", slow("60000")},
 	} {
 		t.Run(tc.name, func(t *testing.T) { quorumFault(t, tc.fault) })
 	}
