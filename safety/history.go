@@ -290,8 +290,26 @@ func outcomeOf(err, notTaken error, single bool) Outcome {
 }
 
 // notSent reports whether err proves that the command never left the
-// client: no connection could be made.
+// client: no connection could be made. For a quorum's error, it must prove
+// that of every node: one node's failed dial says nothing of the others,
+// and a node that granted (deleted, refreshed) the lock applied the call.
 func notSent(err error) bool {
+	if qe, ok := errors.AsType[*redislock.QuorumError](err); ok {
+		if qe.Granted > 0 {
+			return false
+		}
+		for _, err := range qe.Errs {
+			if !dialFailed(err) {
+				return false
+			}
+		}
+		return true
+	}
+	return dialFailed(err)
+}
+
+// dialFailed reports whether err is a failed dial.
+func dialFailed(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
