@@ -30,6 +30,7 @@ type waitStats struct {
 // steps are the methods below, in the order run calls them.
 type obtainCall struct {
 	c     *Client
+	op    Op // OpObtain, OpObtainMulti, ...: a quorum's error names it
 	l     *Lock
 	o     *Options
 	ttl   string // in milliseconds
@@ -53,7 +54,7 @@ type obtainCall struct {
 // the observer. limit is a semaphore's (OpObtainSemaphore).
 func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, o *Options, limit int) (*Lock, error) {
 	ctx, ev := c.begin(ctx, op, l.keys, ttl)
-	a := obtainCall{c: c, l: l, o: o, r: retrier{template: o.retryStrategy(), ttl: ttl}}
+	a := obtainCall{c: c, op: op, l: l, o: o, r: retrier{template: o.retryStrategy(), ttl: ttl}}
 	err := a.validate(ctx, op, ttl, limit)
 	if err == nil {
 		err = a.run(ctx)

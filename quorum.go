@@ -132,7 +132,7 @@ func validity(ttl time.Duration, start time.Time) time.Duration {
 // it learned of the nodes and of its outcome. It hands q.tryObtain what it
 // needs rather than the obtainCall, which stays on the stack.
 func (a *obtainCall) sendQuorum(ctx context.Context) attemptReply {
-	at := quorumAttempt{l: a.l, ttl: a.r.ttl, ttlMs: a.ttl, plain: a.plain(), fenceKey: a.o.fenceKey()}
+	at := quorumAttempt{op: a.op, l: a.l, ttl: a.r.ttl, ttlMs: a.ttl, plain: a.plain(), fenceKey: a.o.fenceKey()}
 	if !at.plain {
 		at.args = a.args(queueNone, "")
 	}
@@ -146,6 +146,7 @@ func (a *obtainCall) sendQuorum(ctx context.Context) attemptReply {
 
 // quorumAttempt is what one attempt of a quorum sends.
 type quorumAttempt struct {
+	op       Op // the obtain's, for its error
 	l        *Lock
 	ttl      time.Duration
 	ttlMs    string
@@ -196,7 +197,7 @@ func (q *quorum) tryObtain(ctx context.Context, at *quorumAttempt) (attemptReply
 	case ctx.Err() != nil:
 		return attemptReply{err: ctx.Err()}, t
 	case expired || (t.failed > 0 && t.refused < q.majority):
-		return attemptReply{err: t.error(OpObtain, len(q.nodes), expired)}, t
+		return attemptReply{err: t.error(at.op, len(q.nodes), expired)}, t
 	case t.granted > 0:
 		// Split between contenders: each gave its grants back; they try
 		// again at random instants within splitJitter.

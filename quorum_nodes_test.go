@@ -131,3 +131,41 @@ func TestQuorum_WithReplicas(t *testing.T) {
 		}, 5*time.Second, time.Millisecond, "node %d", i+1)
 	}
 }
+
+// TestQuorum_errorOp: with two of three nodes down, each operation's
+// *QuorumError names that operation (ObtainMulti its own, as on one
+// server).
+func TestQuorum_errorOp(t *testing.T) {
+	qn := startQuorum(t, 3, redislock.WithReleaseTimeout(300*time.Millisecond))
+	ctx := t.Context()
+	l, err := qn.client.ObtainMulti(ctx, []string{"q:op:a", "q:op:b"}, 4*time.Second, nil)
+	require.NoError(t, err)
+	qn.servers[0].Stop(t)
+	qn.servers[1].Stop(t)
+	for _, tc := range []struct {
+		op   redislock.Op
+		call func() error
+	}{
+		{redislock.OpObtain, func() error {
+			_, err := qn.client.Obtain(ctx, "q:op:c", time.Second, nil)
+			return err
+		}},
+		{redislock.OpObtainMulti, func() error {
+			_, err := qn.client.ObtainMulti(ctx, []string{"q:op:c", "q:op:d"}, time.Second, nil)
+			return err
+		}},
+		{redislock.OpRefresh, func() error { return l.Refresh(ctx, time.Second, nil) }},
+		{redislock.OpTTL, func() error {
+			_, err := l.TTL(ctx)
+			return err
+		}},
+		{redislock.OpRelease, func() error { return l.Release(ctx) }},
+	} {
+		t.Run(tc.op.String(), func(t *testing.T) {
+			var qe *redislock.QuorumError
+			require.ErrorAs(t, tc.call(), &qe)
+			require.Equal(t, tc.op, qe.Op)
+			require.Equal(t, [3]int{1, 0, 2}, [3]int{qe.Granted, qe.Refused, qe.Failed})
+		})
+	}
+}
