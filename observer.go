@@ -122,6 +122,8 @@ type Event struct {
 	// For a quorum Client (NewQuorum), how many nodes granted (held,
 	// deleted, answered), refused (held by another token, or not held)
 	// and failed, in the operation's last round; 0 each for one server.
+	// A Release that returned once its outcome was known leaves out the
+	// nodes that had not answered yet.
 	NodesGranted, NodesRefused, NodesFailed int
 
 	// Outcome and Err are set before End: Err is the error the operation

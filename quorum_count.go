@@ -57,10 +57,13 @@ func (e *QuorumError) Unwrap() []error {
 // and not refused), refused (another token holds the lock, or the token
 // does not), or failed (err).
 type nodeReply struct {
-	refused bool
-	n       int64         // the fence token, or a TTL in milliseconds
-	left    time.Duration // with refused: the holder's remaining TTL, when told
-	err     error
+	// unanswered: a release returned before this node answered (settle);
+	// it is not counted.
+	unanswered bool
+	refused    bool
+	n          int64         // the fence token, or a TTL in milliseconds
+	left       time.Duration // with refused: the holder's remaining TTL, when told
+	err        error
 }
 
 // tally counts the replies of one call, and what its failures mean.
@@ -76,6 +79,7 @@ func count(ctx context.Context, reps []nodeReply) tally {
 	var t tally
 	for i, rep := range reps {
 		switch {
+		case rep.unanswered:
 		case rep.err != nil:
 			t.failed++
 			t.errs = append(t.errs, fmt.Errorf("node %d: %w", i+1, rep.err))

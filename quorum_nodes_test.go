@@ -41,7 +41,10 @@ func TestQuorum_nodeDown(t *testing.T) {
 			require.LessOrEqual(t, ttl, 4*time.Second)
 			require.NoError(t, l.Refresh(ctx, 4*time.Second, nil))
 			require.NoError(t, l.Release(ctx))
-			require.Equal(t, [3]int{2, 0, 1}, qn.lastCounts())
+			// Settled by the two others: the down node's failure is
+			// counted if it came first.
+			counts := qn.lastCounts()
+			require.Equal(t, [2]int{2, 0}, [2]int{counts[0], counts[1]})
 
 			down(1)
 			_, err = qn.client.Obtain(ctx, "q:down", 4*time.Second, nil)
@@ -168,4 +171,40 @@ func TestQuorum_errorOp(t *testing.T) {
 			require.Equal(t, [3]int{1, 0, 2}, [3]int{qe.Granted, qe.Refused, qe.Failed})
 		})
 	}
+}
+
+// TestQuorum_Release_settled: a Release returns once a majority deleted
+// the lock, not after a paused node's release timeout; that node's delete
+// lands once it resumes. With a custom token, it waits for every node
+// (within the release timeout), so that a delete of its own cannot land
+// after an obtain of the same token that follows it.
+func TestQuorum_Release_settled(t *testing.T) {
+	t.Run("random token", func(t *testing.T) {
+		qn := startQuorum(t, 3, redislock.WithReleaseTimeout(time.Minute))
+		ctx := t.Context()
+		l, err := qn.client.Obtain(ctx, "q:settled", time.Minute, nil)
+		require.NoError(t, err)
+		qn.servers[0].Pause(t) // resumed below, or when the test ends
+		released := make(chan error, 1)
+		go func() { released <- l.Release(ctx) }()
+		select {
+		case err := <-released:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Release waited for the paused node")
+		}
+		require.Equal(t, [3]int{2, 0, 0}, qn.lastCounts())
+		qn.servers[0].Resume(t)
+		require.Eventually(t, func() bool { return qn.value(t, 0, "q:settled") == "" }, 10*time.Second, time.Millisecond,
+			"the paused node's delete lands once it resumes")
+	})
+	t.Run("custom token", func(t *testing.T) {
+		qn := startQuorum(t, 3, redislock.WithReleaseTimeout(300*time.Millisecond))
+		ctx := t.Context()
+		l, err := qn.client.Obtain(ctx, "q:settled", time.Minute, &redislock.Options{Token: "mine"})
+		require.NoError(t, err)
+		qn.servers[0].Pause(t) // resumed when the test ends
+		require.NoError(t, l.Release(ctx))
+		require.Equal(t, [3]int{2, 0, 1}, qn.lastCounts(), "the paused node failed at the release timeout")
+	})
 }

@@ -134,8 +134,12 @@ func TestQuorum_ObtainRelease(t *testing.T) {
 	require.ErrorIs(t, err, redislock.ErrNotObtained)
 	require.Equal(t, [3]int{0, 3, 0}, qn.lastCounts())
 	require.NoError(t, l.Release(ctx))
-	require.Equal(t, [3]int{3, 0, 0}, qn.lastCounts())
-	require.Equal(t, 0, qn.holders(t, "q:or", l.Token()))
+	// It returns once a majority deleted the lock; the third node's
+	// delete may still be on its way.
+	counts := qn.lastCounts()
+	require.GreaterOrEqual(t, counts[0], 2)
+	require.Equal(t, [2]int{0, 0}, [2]int{counts[1], counts[2]})
+	require.Eventually(t, func() bool { return qn.holders(t, "q:or", l.Token()) == 0 }, 5*time.Second, time.Millisecond)
 	require.ErrorIs(t, l.Release(ctx), redislock.ErrLockNotHeld)
 }
 

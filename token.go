@@ -33,6 +33,12 @@ func (l *Lock) setRandomToken() {
 	l.token = unsafe.String(&l.tokenBuf[0], len(l.tokenBuf))
 }
 
+// randomToken reports whether l's token is one that setRandomToken made:
+// only l holds it, and no later obtain takes it again.
+func (l *Lock) randomToken() bool {
+	return len(l.token) == len(l.tokenBuf) && unsafe.StringData(l.token) == &l.tokenBuf[0]
+}
+
 // newToken returns a fresh random token as a string of its own.
 func newToken() string {
 	var l Lock

@@ -43,6 +43,12 @@ func TestObserver_quorum(t *testing.T) {
 		attrs := attrsOf(got[i].Attributes)
 		assert.Equal(t, want[0], attrs["redislock.nodes.granted"], "span %d", i)
 		assert.Equal(t, want[1], attrs["redislock.nodes.refused"], "span %d", i)
+		if i == 1 {
+			// The release returns once two nodes deleted the lock: the
+			// stopped node's failure counts only if it came first.
+			assert.Contains(t, []any{int64(0), int64(1)}, attrs["redislock.nodes.failed"], "span %d", i)
+			continue
+		}
 		assert.Equal(t, want[2], attrs["redislock.nodes.failed"], "span %d", i)
 	}
 	assert.Equal(t, codes.Error, got[2].Status.Code)
