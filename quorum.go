@@ -65,6 +65,11 @@ var (
 // bound each node's call by TTL/QuorumCallFraction; Release and TTL by the
 // release timeout (DefaultReleaseTimeout, 2s, unless WithReleaseTimeout).
 //
+// With a custom token (Options.Token), an Obtain that reaches no majority
+// gives back what the nodes granted, also where the token held the lock
+// before the call: keep a held quorum lock with Refresh, not by obtaining
+// it again.
+//
 // It panics when clients is empty, holds a nil client, or holds one client
 // twice. The Client is safe for concurrent use.
 func NewQuorum(clients []rueidis.Client, opts ...ClientOption) *Client {

@@ -208,3 +208,25 @@ func TestQuorum_Release_settled(t *testing.T) {
 		require.Equal(t, [3]int{2, 0, 1}, qn.lastCounts(), "the paused node failed at the release timeout")
 	})
 }
+
+// TestQuorum_customTokenGivenBack pins a documented limit: an Obtain with
+// a custom token that already holds the lock, and that reaches no majority,
+// gives back what the nodes granted, the token's own lock included (a
+// node's reply does not tell a fresh grant from the token's lock taken
+// again).
+func TestQuorum_customTokenGivenBack(t *testing.T) {
+	qn := startQuorum(t, 3, redislock.WithReleaseTimeout(300*time.Millisecond))
+	ctx := t.Context()
+	_, err := qn.servers[2].Do(t, "SET", "q:custom", "other", "PX", "60000")
+	require.NoError(t, err)
+	opt := &redislock.Options{Token: "mine"}
+	_, err = qn.client.Obtain(ctx, "q:custom", time.Minute, opt)
+	require.NoError(t, err)
+	require.Equal(t, 2, qn.holders(t, "q:custom", "mine"))
+
+	qn.servers[1].Stop(t)
+	_, err = qn.client.Obtain(ctx, "q:custom", time.Minute, opt)
+	require.ErrorIs(t, err, redislock.ErrNoQuorum)
+	require.Equal(t, [3]int{1, 1, 1}, qn.lastCounts())
+	require.Empty(t, qn.value(t, 0, "q:custom"), "the token's own lock on node 1 was given back")
+}
