@@ -22,14 +22,18 @@ import (
 // fence counters back; appendfsync always keeps both (TestQuorumFaults).
 func TestQuorumRestartWithoutData(t *testing.T) {
 	t.Run("the hole, step by step", quorumHole)
-	// A negative control: the checkers must see the hole.
+	// A negative control: the checkers must see the hole. Porcupine and
+	// the fenced resource saw it in every stressed run; the overlap count,
+	// which sees only holds that surely overlapped, missed it in 8 of 40.
 	t.Run("restarted at once", func(t *testing.T) {
 		ops, res := quorumRestartRun(t, 0)
 		overlaps := safety.Overlaps(ops, 5*time.Millisecond)
 		rep := res.Check()
+		v := safety.Linearizable(ops, safety.CheckOptions{Fence: true})
 		t.Logf("overlaps: %d; fenced resource: %v", overlaps, rep)
-		t.Logf("porcupine: %v", safety.Linearizable(ops, safety.CheckOptions{Fence: true}))
-		require.Positive(t, overlaps, "locks forgotten by a majority: the overlap count must see it")
+		t.Logf("porcupine: %v", v)
+		require.NotEmpty(t, rep.Violations, "locks and counters forgotten: the fenced resource must see it")
+		require.Equal(t, "NOT linearizable", resultName(v), "porcupine must see the forgotten locks")
 	})
 	t.Run("restarted after the longest TTL", func(t *testing.T) {
 		ops, res := quorumRestartRun(t, quorumRestartTTL+50*time.Millisecond)
