@@ -312,14 +312,14 @@ func obtain(ctx context.Context, cfg runConfig, client rueidis.Client, sigs <-ch
 // up is taken out of the queue in the background, and an entry left behind
 // by a process that exits would be granted the lock at the next release,
 // which would then be held by nobody for its TTL. An entry is known by its
-// metadata and key fields, the last two (lua/queue.lua), unique with the
-// default metadata, HOST:PID.
+// last three fields (lua/queue.lua): its metadata, its kind ("" for an
+// exclusive lock) and its key, unique with the default metadata, HOST:PID.
 func awaitDequeued(ctx context.Context, client rueidis.Client, cfg runConfig) {
 	queue := waitersKey(cfg.key, client.Mode() == rueidis.ClientModeCluster)
 	if queue == "" {
 		return
 	}
-	mine := field(cfg.metadata) + field(cfg.key)
+	mine := field(cfg.metadata) + field("") + field(cfg.key)
 	ctx, cancel := context.WithTimeout(ctx, redislock.DefaultReleaseTimeout)
 	defer cancel()
 	for {

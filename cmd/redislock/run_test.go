@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-223c80a0/redislock"
 	"github.com/seed-223c80a0/redislock/internal/redistest"
 )
 
@@ -314,4 +316,41 @@ func TestRunCmd_runKilled(t *testing.T) {
 		return err != nil || strings.Contains(string(stat), ") Z ")
 	})
 	eventually(t, "the lock has expired", func() bool { return get(t, srv, "job") == "" })
+}
+
+// awaitDequeued knows the library's queue entry: while a waiter of this
+// process (its metadata, its key) is queued, it waits until its ctx ends.
+// It matched the entry's last two fields before the entry got a kind field
+// between them: it returned at once, and a run that gave up could exit
+// before its entry left the queue (TestRunCmd_waitZero failed in CI).
+func TestAwaitDequeued_matchesTheLibrarysEntry(t *testing.T) {
+	srv := redistest.StartServer(t)
+	client := srv.Client(t)
+	ctx := t.Context()
+	holder, err := redislock.New(client).Obtain(ctx, "job", time.Minute, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, holder.Release(ctx)) }()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() {
+		_, err := redislock.New(client).Obtain(wctx, "job", time.Minute, &redislock.Options{Metadata: "me", RetryStrategy: redislock.LinearBackoff(time.Hour)})
+		waited <- err
+	}()
+	eventually(t, "the waiter queues", func() bool { return llen(t, srv) == 1 })
+
+	actx, acancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer acancel()
+	awaitDequeued(actx, client, runConfig{key: "job", metadata: "me"})
+	require.Error(t, actx.Err(), "awaitDequeued returned while this process' entry was queued")
+	require.Equal(t, 1, llen(t, srv))
+
+	// Another process' entry (other metadata) is not waited for.
+	bctx, bcancel := context.WithTimeout(ctx, time.Minute)
+	defer bcancel()
+	awaitDequeued(bctx, client, runConfig{key: "job", metadata: "someone else"})
+	require.NoError(t, bctx.Err())
+
+	cancel()
+	require.ErrorIs(t, <-waited, context.Canceled)
 }
