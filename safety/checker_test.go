@@ -1,6 +1,7 @@
 package safety_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -241,6 +242,41 @@ func TestKindsLinearizable_model(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := safety.KindsLinearizable(tc.ops, safety.CheckOptions{Slack: ms})
 			assert.Equal(t, tc.want, resultName(v), "%v", v)
+		})
+	}
+}
+
+// Regressions: histories with a violation that the exclusive model finds,
+// which the kinds model must find too, the operations of each case's moded
+// taken as exclusive and then as shared (against an exclusive W).
+func TestKindsLinearizable_violations(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ops   []safety.Op
+		moded []int
+	}{
+		// A step placed later in the linearization must not apply at
+		// an earlier instant. H holds the key surely until 99 (obtained
+		// over [0,1], TTL 100); a refused refresh of H over [50,150]
+		// takes H out at 99 at the earliest; W's obtain over [60,70]
+		// returned before that, so W and H held the key together.
+		{"instants never go back", []safety.Op{
+			op(0, safety.Obtain, "H", 0, 1, safety.OK),
+			op(0, safety.Refresh, "H", 50, 150, safety.Refused),
+			op(1, safety.Obtain, "W", 60, 70, safety.OK),
+		}, []int{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := safety.Linearizable(tc.ops, safety.CheckOptions{Slack: ms})
+			require.Equal(t, "NOT linearizable", resultName(ex), "exclusive model: %v", ex)
+			for _, m := range []safety.Mode{safety.Exclusive, safety.Shared} {
+				ops := slices.Clone(tc.ops)
+				for _, i := range tc.moded {
+					ops[i].Mode = m
+				}
+				v := safety.KindsLinearizable(ops, safety.CheckOptions{Slack: ms})
+				assert.Equal(t, "NOT linearizable", resultName(v), "%s: %v", m, v)
+			}
 		})
 	}
 }
