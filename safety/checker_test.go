@@ -238,6 +238,10 @@ func TestKindsLinearizable_model(t *testing.T) {
 		{"an obtain of unknown outcome may never have held", []safety.Op{
 			op(0, obtain, "A", 0, 1, unknown), shared(op(1, obtain, "B", 2, 3, ok)),
 		}, "linearizable"},
+		{"an obtain again once a writer's lease may have ended", []safety.Op{
+			op(0, obtain, "W", 0, 1, ok), shared(op(1, obtain, "X", 2, 3, unknown)),
+			shared(op(1, obtain, "X", 150, 151, ok)),
+		}, "linearizable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := safety.KindsLinearizable(tc.ops, safety.CheckOptions{Slack: ms})
@@ -265,6 +269,15 @@ func TestKindsLinearizable_violations(t *testing.T) {
 			op(0, safety.Refresh, "H", 50, 150, safety.Refused),
 			op(1, safety.Obtain, "W", 60, 70, safety.OK),
 		}, []int{0}},
+		// An obtain by a token the model holds is judged as a fresh
+		// obtain: X's obtain of unknown outcome over [2,3] cannot have
+		// held while W held surely (until 99), and X's OK obtain over
+		// [10,11] with the same token is one with W still holding.
+		{"an obtain again after one of unknown outcome", []safety.Op{
+			op(0, safety.Obtain, "W", 0, 1, safety.OK),
+			op(1, safety.Obtain, "X", 2, 3, safety.Unknown),
+			op(1, safety.Obtain, "X", 10, 11, safety.OK),
+		}, []int{1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ex := safety.Linearizable(tc.ops, safety.CheckOptions{Slack: ms})

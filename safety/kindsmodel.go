@@ -223,12 +223,15 @@ func kindStep(s kindState, op *modelOp, slack int64) []kindState {
 		case op.Outcome == Refused:
 			return same()
 		case i >= 0: // taken again by its token
+			// As a fresh obtain, its old hold left out: the holder may
+			// have come from an obtain of unknown outcome that never
+			// held, so the others it cannot join must have lost their
+			// hold as for any obtain.
 			if live[i].mode != op.Mode {
 				return nil
 			}
-			hs := append([]kindHolder(nil), live...)
-			hs[i].earliest, hs[i].latest = p+ttl-slack, ret+ttl+slack
-			return []kindState{with(hs, p)}
+			others := append(append([]kindHolder(nil), live[:i]...), live[i+1:]...)
+			return join(others, op, p, ret, slack)
 		}
 		return join(live, op, p, ret, slack)
 	case Refresh:
