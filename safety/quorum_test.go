@@ -130,14 +130,15 @@ func quorumFault(t *testing.T, fault func(t *testing.T, n quorumNode)) {
 	t.Logf("overlaps: %d; fenced resource: %v", overlaps, rep)
 	require.Zero(t, overlaps, "two tokens held one key at once")
 	require.Empty(t, rep.Violations, "writes rejected while their lock was valid")
-	// Logged, not required. Without proxies, a node's failed dial read as
-	// "nothing sent" for a quorum error that another node had applied
-	// (fixed in outcomeOf). What remains, in 3 of 184 stressed runs of
-	// the faults here, with no overlap and every fenced write accepted:
-	// in the one history kept, a holder's first Release returned
-	// ErrLockNotHeld while its lock was within its TTL, refreshed a moment
-	// before, and another Client obtained the lock just after that
-	// Release was called. The release seems to have deleted the lock yet
-	// reported it not held; the cause is not found.
-	t.Logf("porcupine: %v", safety.Linearizable(ops, safety.CheckOptions{Fence: true}))
+	// Required: every call's outcome fits one order of the operations.
+	// Histories judged not linearizable were seen only while this harness
+	// had two defects, both gone: a quorum error whose node's dial failed
+	// was read as "never sent" although another node had applied it; and
+	// the partition was toxiproxy's timeout toxic, which drops reply bytes
+	// from a live connection that may then carry on, so that a client
+	// pairs later replies with the wrong commands (no TCP link does that;
+	// the likely cause of the one bad history kept, not reproduced).
+	v := safety.Linearizable(ops, safety.CheckOptions{Fence: true})
+	t.Logf("porcupine: %v", v)
+	require.Equal(t, "linearizable", resultName(v), "porcupine: the history fits no order of the operations")
 }
