@@ -22,6 +22,16 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 	if a.w != nil && a.r.deadline && time.Until(a.r.limit) < a.margin() {
 		return true, a.giveUp(context.DeadlineExceeded)
 	}
+	if a.w != nil {
+		if !a.c.queues.beginAttempt(a.w) {
+			return false, nil // a Release offers it a permit: its answer comes first
+		}
+		defer func() {
+			if !done {
+				a.c.queues.endAttempt(a.w)
+			}
+		}()
+	}
 	mode := a.queue(ctx)
 	if queueOnly && mode != queueFirst && mode != queueAgain {
 		return false, nil

@@ -132,6 +132,9 @@ func (a *obtainCall) validate(ctx context.Context, op Op, ttl time.Duration, lim
 // Whether a failed attempt may be retried is decided by classify alone.
 func (a *obtainCall) run(ctx context.Context) error {
 	waiting := a.joinBehind()
+	if !waiting && a.queueAtOnce(ctx) {
+		a.join(false)
+	}
 	for {
 		if !waiting {
 			if done, err := a.attempt(ctx, false); done {
@@ -180,6 +183,21 @@ func (a *obtainCall) joinBehind() bool {
 		return false
 	}
 	return a.join(true)
+}
+
+// queueAtOnce tells whether the first attempt of a shared or semaphore
+// obtain is to queue the waiter in Redis if it finds the key held: when it
+// may wait at all (its retry strategy is not NoRetry) and its Client's
+// channel is up already (it is kept a while after the last waiter, so a
+// contended key has it). Its script reads the holders either way: the
+// queueing costs no second attempt. An exclusive obtain's first attempt is
+// a plain SET NX instead, which queues nothing.
+func (a *obtainCall) queueAtOnce(ctx context.Context) bool {
+	if a.l.kind.exclusive || a.c.q != nil || !a.r.mayWait() || !a.c.sub.up() {
+		return false
+	}
+	a.r.start(ctx)
+	return true
 }
 
 // join puts the obtain in its local queue (behind: only behind others).

@@ -108,8 +108,8 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 		return c.q.release(ctx, c, l, by, nil) // nothing of a quorum waiter is queued in Redis: drop is ""
 	}
 	var w *waiter
-	if c.queues.n.Load() > 0 && l.kind.exclusive {
-		w = c.queues.offer(l.keys)
+	if c.queues.n.Load() > 0 && (l.kind.exclusive || l.kind.semaphore) {
+		w = c.queues.offer(lockQueueName(l))
 	}
 	if w == nil && drop == "" {
 		return l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()

@@ -155,6 +155,21 @@ func (r *retrier) start(ctx context.Context) {
 	}
 }
 
+// mayWait tells whether the strategy may allow a wait at all: false for
+// NoRetry (and LinearBackoff under 1ns) and a LimitRetry of none; true for
+// any other, a user's own included.
+func (r *retrier) mayWait() bool {
+	switch s := r.template.(type) {
+	case nil:
+		return false
+	case linearBackoff:
+		return s > 0
+	case *limitedRetry:
+		return s.max > 0
+	}
+	return true
+}
+
 // next returns the backoff of the next wait: 0 when the strategy allows no
 // more, or the ctx has no deadline and one TTL has passed.
 func (r *retrier) next(ctx context.Context) time.Duration {

@@ -36,5 +36,13 @@ import (
 // A quorum Client (NewQuorum) takes exclusive locks only: there it
 // returns an error wrapping errors.ErrUnsupported, and sends nothing.
 func (c *Client) ObtainSemaphore(ctx context.Context, key string, limit int, ttl time.Duration, opt *Options) (*Lock, error) {
-	return c.obtain(ctx, OpObtainSemaphore, c.newLock(c.holders, key), ttl, opt, limit)
+	return c.obtain(ctx, OpObtainSemaphore, c.newLock(c.semaphores, key), ttl, opt, limit)
+}
+
+// newSemaphores returns the kind of semaphores: the scripts of shared locks
+// (holders), whose Release offers its permit to a waiter of its Client.
+func newSemaphores(holders *kind) *kind {
+	k := *holders
+	k.semaphore = true
+	return &k
 }

@@ -2,6 +2,7 @@ package redislock_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,6 +109,172 @@ func TestObtainSemaphore_contention(t *testing.T) {
 			require.NoError(t, err)
 		}
 		assert.LessOrEqual(t, most.Load(), int32(limit))
+		assert.Equal(t, 0, b.dbsize(t))
+	})
+}
+
+// obtains keeps the last successful obtain's Event.
+type obtains struct {
+	last atomic.Pointer[redislock.Event]
+}
+
+func (o *obtains) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
+
+func (o *obtains) End(_ context.Context, ev *redislock.Event) {
+	if ev.Op.IsObtain() && ev.Err == nil {
+		cp := *ev
+		o.last.Store(&cp)
+	}
+}
+
+// The Release of a permit passes it, in its own script, to the first
+// waiter of its Client that no other Release is passing one to: waiters
+// of one Client behind the first (queued in Redis) send no attempt at all,
+// and have their permits in arrival order, with increasing fence tokens.
+func TestObtainSemaphore_localHandoff(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const limit = 2
+		obs := &obtains{}
+		c := redislock.New(b.client, redislock.WithObserver(obs))
+		opt := &redislock.Options{RetryStrategy: forever, FenceKey: "fence"}
+		var holders []*redislock.Lock
+		for range limit {
+			l, err := c.ObtainSemaphore(t.Context(), "jobs", limit, time.Minute, opt)
+			require.NoError(t, err)
+			holders = append(holders, l)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		var results []<-chan result
+		for i := range 4 {
+			results = append(results, obtainKindAsync(ctx, c, "jobs", limit, opt))
+			awaitBlocked(t, i+1) // arrival order
+		}
+		eventually(t, func() bool { return queueLen(t, b, "jobs") == 1 }, "one waiter of the Client queues in Redis")
+		fence := holders[limit-1].FenceToken()
+		for i, ch := range results {
+			require.NoError(t, holders[0].Release(t.Context()))
+			r := <-ch
+			require.NoError(t, r.err, "waiter %d", i)
+			ev := obs.last.Load()
+			if i > 0 {
+				// Parked behind the first since they came: the release
+				// woke them.
+				assert.Equal(t, 0, ev.Attempts, "waiter %d sent attempts", i)
+				assert.Equal(t, 1, ev.WokenByRelease, "waiter %d", i)
+			}
+			assert.Zero(t, ev.WokenByBackoff, "waiter %d", i)
+			assert.Greater(t, r.lock.FenceToken(), fence, "fence tokens increase")
+			fence = r.lock.FenceToken()
+			for _, later := range results[i+1:] {
+				assert.Empty(t, later, "a later waiter overtook waiter %d", i)
+			}
+			assert.Equal(t, limit, holderCount(t, b, "jobs"))
+			holders = append(holders[1:], r.lock)
+		}
+		for _, l := range holders {
+			require.NoError(t, l.Release(t.Context()))
+		}
+		assert.Equal(t, 0, queueLen(t, b, "jobs"))
+		assert.Equal(t, "1", b.mustDo(t, "DBSIZE"), "the fence counter alone is left")
+	})
+}
+
+// A waiter of a Client whose channel is up is queued in Redis by its first
+// attempt: it is granted its permit by a release after one attempt in all.
+// On a Client whose channel is not up, the first attempt queues nothing,
+// and the second does.
+func TestObtainSemaphore_queuedAtOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		full, err := redislock.New(b.client).ObtainSemaphore(t.Context(), "jobs", 1, time.Minute, nil)
+		require.NoError(t, err)
+		other, err := redislock.New(b.client).Obtain(t.Context(), "other", time.Minute, nil)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		opt := &redislock.Options{RetryStrategy: forever}
+
+		for _, up := range []bool{false, true} {
+			obs := &obtains{}
+			c := redislock.New(b.client, redislock.WithObserver(obs))
+			var keep <-chan result
+			if up {
+				// A waiter for another key keeps the Client's channel up.
+				keep = obtainAsync(ctx, c, []string{"other"}, opt)
+				eventually(t, func() bool { return queueLen(t, b, "other") == 1 }, "the channel is up")
+			}
+			waiter := obtainKindAsync(ctx, c, "jobs", 1, opt)
+			eventually(t, func() bool { return queueLen(t, b, "jobs") == 1 }, "the waiter queues")
+			require.NoError(t, full.Release(t.Context()))
+			r := <-waiter
+			require.NoError(t, r.err)
+			ev := obs.last.Load()
+			want := 2
+			if up {
+				want = 1
+			}
+			assert.Equal(t, want, ev.Attempts, "channel up: %v", up)
+			assert.Zero(t, ev.WokenByBackoff)
+			full = r.lock
+			if up {
+				require.NoError(t, other.Release(t.Context()))
+				r := <-keep
+				require.NoError(t, r.err)
+				other = r.lock
+			}
+		}
+		require.NoError(t, full.Release(t.Context()))
+		require.NoError(t, other.Release(t.Context()))
+		assert.Equal(t, 0, b.dbsize(t))
+	})
+}
+
+// A key of shared holders or a semaphore whose leases have all ended is
+// free for every kind's script, though the key itself is kept longer
+// (until its keep: lua/holders.lua); its dead fields are left out of every count, and
+// taken out in one HDEL once several have gathered.
+func TestObtainSemaphore_endedLeases(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c := redislock.New(b.client)
+		ended := func() {
+			b.mustDo(t, "DEL", "jobs")
+			b.mustDo(t, "HSET", "jobs", "", "s:99999999999999", "gone", "1:0:", "left", "0")
+			b.mustDo(t, "PEXPIRE", "jobs", "60000")
+		}
+		ended()
+		// An exclusive Obtain's first attempt, a plain SET NX, finds the
+		// key held until its keep (an eighth of a lease after the last
+		// lease at most); its next attempt, a script, finds it free.
+		_, err := c.Obtain(t.Context(), "jobs", time.Minute, nil)
+		require.ErrorIs(t, err, redislock.ErrNotObtained)
+		l, err := c.Obtain(t.Context(), "jobs", time.Minute,
+			&redislock.Options{RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(time.Millisecond), 1)})
+		require.NoError(t, err, "exclusive")
+		require.NoError(t, l.Release(t.Context()))
+		ended()
+		l, err = c.ObtainShared(t.Context(), "jobs", time.Minute, nil)
+		require.NoError(t, err, "shared")
+		require.NoError(t, l.Release(t.Context()))
+		ended()
+		l, err = c.ObtainSemaphore(t.Context(), "jobs", 1, time.Minute, nil)
+		require.NoError(t, err, "semaphore")
+		assert.Equal(t, 1, holderCount(t, b, "jobs"))
+		left, err := l.TTL(t.Context())
+		require.NoError(t, err)
+		assert.Greater(t, left, 50*time.Second, "its own lease, read against the key's keep")
+		assert.LessOrEqual(t, left, time.Minute)
+
+		// Holders come and go beside a long one: the key never keeps
+		// more than a few dead fields.
+		for range 20 {
+			m, err := c.ObtainSemaphore(t.Context(), "jobs", 2, time.Minute, nil)
+			require.NoError(t, err)
+			require.NoError(t, m.Release(t.Context()))
+		}
+		n, err := strconv.Atoi(b.mustDo(t, "HLEN", "jobs"))
+		require.NoError(t, err)
+		assert.LessOrEqual(t, n, 1+1+8, "the kind, the holder, at most 8 dead fields")
+		require.NoError(t, l.Release(t.Context()))
 		assert.Equal(t, 0, b.dbsize(t))
 	})
 }

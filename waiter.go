@@ -51,6 +51,12 @@ type waiter struct {
 	inflight int   // commands that may queue or grant it, not yet settled
 	fence    int64 // with wsGranted
 	sent     bool  // an attempt carried its entry: it may be in Redis' queue
+	offers   int   // Releases of its Client in flight that offered it the lock
+	// attempting: a semaphore waiter's attempt is in flight, or obtained
+	// and the waiter has not left yet; no Release offers it a permit
+	// meanwhile (one that it might take after the waiter's own permit was
+	// given back, for nobody).
+	attempting bool
 }
 
 // step applies e to w, and reports whether what w may hold in Redis (a

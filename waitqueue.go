@@ -64,14 +64,26 @@ func queueName(keys []string) string {
 	return strings.Join(keys, "\x00")
 }
 
+// lockQueueName is the name of the local queue of l's waiters: queueName of
+// its keys, and for a semaphore NUL and its key (never an exclusive
+// queue's name, whose first key is not empty).
+func lockQueueName(l *Lock) string {
+	if l.kind.semaphore {
+		return "\x00" + l.keys[0]
+	}
+	return queueName(l.keys)
+}
+
 // join puts w at the end of its queue. With behind set, it does so only
 // when other waiters are queued already (a newcomer does not overtake them),
 // and reports whether it did; the check and the join are one step. A
-// waiter of a kind that several may hold at once (a shared lock, a
-// semaphore) has a queue of its own, kept out of the map: it queues in
-// Redis itself, where a release may grant it together with others.
+// shared waiter has a queue of its own, kept out of the map: it queues in
+// Redis itself, where a release may grant it together with others. The
+// semaphore waiters of a key queue as an exclusive lock's do: only the
+// first talks to Redis, and a Release of a permit by the Client offers it
+// to the first.
 func (qs *localQueues) join(w *waiter, behind bool) bool {
-	if !w.l.kind.exclusive {
+	if !w.l.kind.exclusive && !w.l.kind.semaphore {
 		if behind {
 			return false
 		}
@@ -81,7 +93,7 @@ func (qs *localQueues) join(w *waiter, behind bool) bool {
 		qs.n.Add(1)
 		return true
 	}
-	name := queueName(w.l.keys)
+	name := lockQueueName(w.l)
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	q := qs.keys[name]
@@ -257,23 +269,59 @@ func (qs *localQueues) awaitSettled(ctx context.Context, token string, timeout t
 	}
 }
 
-// offer returns the first waiter for keys, exposed, for a Release of this
+// offer returns the first waiter of the queue named name (lockQueueName),
+// exposed, for a Release of this
 // Client to offer the lock to; nil when there is none, or it was granted
 // the lock already. Every offer that returns a waiter is followed by one
 // settleOffer.
-func (qs *localQueues) offer(keys []string) *waiter {
+func (qs *localQueues) offer(name string) *waiter {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	q := qs.keys[queueName(keys)]
+	q := qs.keys[name]
 	if q == nil {
 		return nil
 	}
 	w := q.first()
+	if len(q.waiters) > 0 && q.waiters[0].l.kind.semaphore {
+		// Permits are given back concurrently: each is offered to a
+		// waiter that no other Release in flight offered one.
+		w = nil
+		for _, x := range q.waiters {
+			if x.offers == 0 && !x.attempting && (x.state == wsLocal || x.state == wsExposed) {
+				w = x
+				break
+			}
+		}
+	}
 	if w == nil || (w.state != wsLocal && w.state != wsExposed) {
 		return nil
 	}
+	w.offers++
 	w.step(evExpose)
 	return w
+}
+
+// beginAttempt records that w's attempt is about to be sent; false when
+// w is a semaphore waiter that a Release in flight offers a permit to: it
+// waits for that Release's answer instead (settleOffer wakes it).
+func (qs *localQueues) beginAttempt(w *waiter) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if !w.l.kind.semaphore {
+		return true
+	}
+	if w.offers > 0 {
+		return false
+	}
+	w.attempting = true
+	return true
+}
+
+// endAttempt records that w's attempt did not obtain.
+func (qs *localQueues) endAttempt(w *waiter) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	w.attempting = false
 }
 
 // wakeFirst wakes the first waiter of the queue named name (queueName), if
@@ -300,6 +348,7 @@ func (qs *localQueues) wakeFirst(name string) {
 func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool) (giveBack, granted bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
+	w.offers--
 	granted = err == nil && code >= 3
 	if rueidis.IsRedisNil(err) && !holder {
 		// A give-back or a cleanup had nothing to give (its token held no

@@ -128,7 +128,7 @@ func (m *queueModel) settle(i int) {
 }
 
 func (m *queueModel) offer(key string) {
-	w := m.qs.offer([]string{key})
+	w := m.qs.offer(key)
 	q := m.queues[key]
 	var want *mWaiter
 	if len(q) > 0 && !q[0].granted {
