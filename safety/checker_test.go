@@ -157,3 +157,90 @@ func TestFencedResource(t *testing.T) {
 	require.Equal(t, 1, rep.Stale)
 	require.Len(t, rep.Violations, 1)
 }
+
+// mode gives a hand-written obtain a mode (and a semaphore's limit).
+func mode(o safety.Op, m safety.Mode, limit int) safety.Op {
+	o.Mode, o.Limit = m, limit
+	return o
+}
+
+// The kinds' model, on histories small enough to judge by hand.
+func TestKindsLinearizable_model(t *testing.T) {
+	const (
+		obtain  = safety.Obtain
+		refresh = safety.Refresh
+		release = safety.Release
+		ok      = safety.OK
+		refused = safety.Refused
+		unknown = safety.Unknown
+	)
+	shared := func(o safety.Op) safety.Op { return mode(o, safety.Shared, 0) }
+	sem := func(o safety.Op, limit int) safety.Op { return mode(o, safety.Semaphore, limit) }
+	for _, tc := range []struct {
+		name string
+		ops  []safety.Op
+		want string
+	}{
+		{"readers together", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), shared(op(1, obtain, "B", 2, 3, ok)),
+		}, "linearizable"},
+		{"a writer with a reader", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), op(1, obtain, "W", 2, 3, ok),
+		}, "NOT linearizable"},
+		{"a reader with a writer", []safety.Op{
+			op(1, obtain, "W", 0, 1, ok), shared(op(0, obtain, "A", 2, 3, ok)),
+		}, "NOT linearizable"},
+		{"a writer once the readers left", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), shared(op(1, obtain, "B", 0, 1, ok)),
+			op(0, release, "A", 2, 3, ok), op(1, release, "B", 2, 3, ok), op(2, obtain, "W", 4, 5, ok),
+		}, "linearizable"},
+		{"a writer once a reader's lease ended", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), op(1, obtain, "W", 150, 151, ok),
+			op(0, release, "A", 160, 161, refused),
+		}, "linearizable"},
+		{"a reader's release after a writer took its place", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), op(1, obtain, "W", 150, 151, ok),
+			op(0, release, "A", 160, 161, ok),
+		}, "NOT linearizable"},
+		{"a refreshed reader keeps the writer out", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), op(0, refresh, "A", 90, 91, ok), op(1, obtain, "W", 150, 151, ok),
+		}, "NOT linearizable"},
+		{"a semaphore of 2 with 2 holders", []safety.Op{
+			sem(op(0, obtain, "A", 0, 1, ok), 2), sem(op(1, obtain, "B", 2, 3, ok), 2),
+		}, "linearizable"},
+		{"a semaphore of 2 with 3 holders", []safety.Op{
+			sem(op(0, obtain, "A", 0, 1, ok), 2), sem(op(1, obtain, "B", 2, 3, ok), 2), sem(op(2, obtain, "C", 4, 5, ok), 2),
+		}, "NOT linearizable"},
+		{"a place freed by a release", []safety.Op{
+			sem(op(0, obtain, "A", 0, 1, ok), 2), sem(op(1, obtain, "B", 2, 3, ok), 2),
+			op(0, release, "A", 4, 5, ok), sem(op(2, obtain, "C", 6, 7, ok), 2),
+		}, "linearizable"},
+		{"a place freed by one of two leases (either)", []safety.Op{
+			sem(op(0, obtain, "A", 0, 1, ok), 2), sem(op(1, obtain, "B", 0, 1, ok), 2),
+			sem(op(2, obtain, "C", 99, 100, ok), 2),
+			op(1, release, "B", 101, 102, ok), op(0, release, "A", 101, 102, refused),
+		}, "linearizable"},
+		{"a place freed by a lease that a release then finds held", []safety.Op{
+			sem(op(0, obtain, "A", 0, 1, ok), 2), sem(op(1, obtain, "B", 0, 1, ok), 2),
+			sem(op(2, obtain, "C", 99, 100, ok), 2),
+			op(1, release, "B", 101, 102, ok), op(0, release, "A", 101, 102, ok),
+		}, "NOT linearizable"},
+		{"a semaphore holder with a reader", []safety.Op{
+			sem(op(0, obtain, "A", 0, 1, ok), 3), shared(op(1, obtain, "B", 2, 3, ok)),
+		}, "NOT linearizable"},
+		{"a refused obtain promises nothing (queued behind a writer)", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, refused)),
+		}, "linearizable"},
+		{"a release of unknown outcome may have freed the key", []safety.Op{
+			shared(op(0, obtain, "A", 0, 1, ok)), op(0, release, "A", 2, 3, unknown), op(1, obtain, "W", 4, 5, ok),
+		}, "linearizable"},
+		{"an obtain of unknown outcome may never have held", []safety.Op{
+			op(0, obtain, "A", 0, 1, unknown), shared(op(1, obtain, "B", 2, 3, ok)),
+		}, "linearizable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := safety.KindsLinearizable(tc.ops, safety.CheckOptions{Slack: ms})
+			assert.Equal(t, tc.want, resultName(v), "%v", v)
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-223c80a0/redislock"
@@ -77,6 +78,31 @@ func requireNoCrowd(t *testing.T, rec *safety.Recorder) {
 	}
 }
 
+// requireKindsLinearizable checks a history with the kinds' porcupine model
+// and fails t unless it is linearizable. The cleanup of an obtain that has
+// no effect in the history (one that gave up, withoutGaveUp) has none
+// either: the model never saw its token hold anything. Left in, each would
+// be an operation of unknown outcome whose window (seconds) overlaps every
+// other, for porcupine to place anywhere.
+func requireKindsLinearizable(t *testing.T, rec *safety.Recorder) {
+	t.Helper()
+	ops := rec.Ops()
+	dropped := map[string]bool{}
+	for _, op := range ops {
+		if op.Kind == safety.Obtain && op.Outcome == safety.NoEffect {
+			dropped[op.Key+"\x00"+op.Token] = true
+		}
+	}
+	for i, op := range ops {
+		if op.Kind == safety.Cleanup && dropped[op.Key+"\x00"+op.Token] {
+			ops[i].Outcome = safety.NoEffect
+		}
+	}
+	v := safety.KindsLinearizable(ops, safety.CheckOptions{VisualizeDir: t.TempDir()})
+	t.Logf("porcupine (kinds): %v", v)
+	require.Equal(t, porcupine.Ok, v.Result, "the history is not linearizable: %v", v)
+}
+
 // TestKinds runs the semaphore model (limit 3: never more than 3 holders)
 // and the read-write model (ObtainShared, one obtain in four an exclusive
 // Obtain: never a writer with anyone) under contention: 8 clients on 2
@@ -84,6 +110,8 @@ func requireNoCrowd(t *testing.T, rec *safety.Recorder) {
 // bounds a wait without news, under the faults the exclusive lock is
 // checked under (TestWakeUp): none, SCRIPT FLUSH, subscriptions killed,
 // the server paused, waiters giving up mid-wait. Crowding finds nothing,
+// the history is linearizable (KindsLinearizable; obtains that gave up at
+// the end of their ctx left out, as withoutGaveUp says),
 // every call but the impatient ones succeeds, the fenced resource (written
 // by exclusive holders) accepts every valid write, and nothing is left in
 // Redis.
@@ -166,6 +194,7 @@ func TestKinds(t *testing.T) {
 					require.Positive(t, gave, "no waiter gave up")
 				}
 				requireNoCrowd(t, checked)
+				requireKindsLinearizable(t, checked)
 				rep := res.Check()
 				t.Logf("fenced resource: %v", rep)
 				require.Empty(t, rep.Violations, "writes rejected while their lock was valid")
@@ -175,9 +204,11 @@ func TestKinds(t *testing.T) {
 	}
 }
 
-// Negative control: Crowding flags a semaphore that admits more than its
-// limit (the history of a semaphore of 3, judged as one of 2) and readers
-// that hold with one another (judged as writers).
+// Negative control: Crowding and the porcupine model (KindsLinearizable)
+// flag a semaphore that admits more than its limit (the history of a
+// semaphore of 3, judged as one of 2) and readers that hold with one
+// another (judged as writers); the same history judged by the true rule
+// passes both.
 func TestKinds_negativeControl(t *testing.T) {
 	for _, m := range kindModels {
 		t.Run(m.name, func(t *testing.T) {
@@ -194,6 +225,7 @@ func TestKinds_negativeControl(t *testing.T) {
 			}
 			w.Run(t.Context())
 			require.Empty(t, safety.Crowding(rec.Ops(), 5*time.Millisecond))
+			requireKindsLinearizable(t, rec)
 			broken := safety.NewRecorder()
 			for _, op := range rec.Ops() {
 				switch op.Mode {
@@ -210,6 +242,9 @@ func TestKinds_negativeControl(t *testing.T) {
 			crowds := safety.Crowding(broken.Ops(), 5*time.Millisecond)
 			t.Logf("crowds found in the history judged by the broken rule: %d", len(crowds))
 			require.NotEmpty(t, crowds, "Crowding must flag the broken rule")
+			v := safety.KindsLinearizable(broken.Ops(), safety.CheckOptions{})
+			t.Logf("porcupine (kinds) on the history judged by the broken rule: %v", v)
+			require.Equal(t, porcupine.Illegal, v.Result, "the model must flag the broken rule")
 		})
 	}
 }

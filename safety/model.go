@@ -83,18 +83,13 @@ func resultName(r porcupine.CheckResult) string {
 // never. The state is the set of every state the history allows so far, so
 // no search over where such an operation goes is needed.
 func Linearizable(ops []Op, opt CheckOptions) Verdict {
-	if opt.Slack == 0 {
-		opt.Slack = 5 * time.Millisecond
-	}
-	if opt.MaxDelay == 0 {
-		opt.MaxDelay = 5 * time.Second
-	}
-	if opt.ReleaseTimeout == 0 {
-		opt.ReleaseTimeout = 2 * time.Second
-	}
-	if opt.Timeout == 0 {
-		opt.Timeout = 60 * time.Second
-	}
+	opt = opt.defaults()
+	return check(mutexModel(opt), ops, opt)
+}
+
+// check runs porcupine with model m on the history ops (NoEffect ones left
+// out).
+func check(m porcupine.Model, ops []Op, opt CheckOptions) Verdict {
 	var history []porcupine.Operation
 	keys := map[string]bool{}
 	for i := range ops {
@@ -120,7 +115,6 @@ func Linearizable(ops []Op, opt CheckOptions) Verdict {
 			Return:   int64(ret),
 		})
 	}
-	m := mutexModel(opt)
 	start := time.Now()
 	var v Verdict
 	if opt.VisualizeDir == "" {
@@ -135,6 +129,23 @@ func Linearizable(ops []Op, opt CheckOptions) Verdict {
 	v.Duration = time.Since(start)
 	v.Ops, v.Keys = len(history), len(keys)
 	return v
+}
+
+// defaults fills in the options' defaults (see CheckOptions).
+func (opt CheckOptions) defaults() CheckOptions {
+	if opt.Slack == 0 {
+		opt.Slack = 5 * time.Millisecond
+	}
+	if opt.MaxDelay == 0 {
+		opt.MaxDelay = 5 * time.Second
+	}
+	if opt.ReleaseTimeout == 0 {
+		opt.ReleaseTimeout = 2 * time.Second
+	}
+	if opt.Timeout == 0 {
+		opt.Timeout = 60 * time.Second
+	}
+	return opt
 }
 
 func visualize(m porcupine.Model, info porcupine.LinearizationInfo, dir string) string {
@@ -220,26 +231,37 @@ func (s lockState) dominates(s2 lockState) bool {
 }
 
 func (s lockState) hash() uint64 {
-	// FNV-1a, by hand: no allocation.
-	h := uint64(14695981039346656037)
-	mix := func(v uint64) {
-		for range 8 {
-			h ^= v & 0xff
-			h *= 1099511628211
-			v >>= 8
-		}
-	}
-	for i := 0; i < len(s.holder); i++ {
-		h ^= uint64(s.holder[i])
-		h *= 1099511628211
-	}
+	h := newFNV()
+	h.str(s.holder)
 	for _, v := range [...]int64{s.fence, s.lastFence, s.earliest, s.latest, s.now} {
-		mix(uint64(v))
+		h.int(uint64(v))
 	}
 	for _, e := range s.pending {
-		mix(uint64(e.id))
+		h.int(uint64(e.id))
 	}
-	return h
+	return uint64(h)
+}
+
+// fnv is an FNV-1a hash, by hand: no allocation.
+type fnv uint64
+
+func newFNV() fnv { return 14695981039346656037 }
+
+// str mixes in the bytes of s.
+func (h *fnv) str(s string) {
+	for i := 0; i < len(s); i++ {
+		*h ^= fnv(s[i])
+		*h *= 1099511628211
+	}
+}
+
+// int mixes in the 8 bytes of v.
+func (h *fnv) int(v uint64) {
+	for range 8 {
+		*h ^= fnv(v & 0xff)
+		*h *= 1099511628211
+		v >>= 8
+	}
 }
 
 func (s lockState) String() string {
@@ -263,24 +285,7 @@ func (s lockState) without(i int) []effect {
 // states is a set of possible states, none dominating another.
 type states []lockState
 
-func (ss states) add(s lockState) states {
-	for i, o := range ss {
-		if o.dominates(s) {
-			return ss
-		}
-		if s.dominates(o) {
-			ss[i] = s
-			out := ss[:i+1]
-			for _, r := range ss[i+1:] {
-				if !s.dominates(r) {
-					out = append(out, r)
-				}
-			}
-			return out
-		}
-	}
-	return append(ss, s)
-}
+func (ss states) add(s lockState) states { return addState(ss, s) }
 
 func mutexModel(opt CheckOptions) porcupine.Model {
 	m := &model{slack: int64(opt.Slack), fenced: opt.Fence}
@@ -310,28 +315,11 @@ func mutexModel(opt CheckOptions) porcupine.Model {
 					next = next.add(m.prune(n))
 				}
 			}
-			sort.Slice(next, func(i, j int) bool { return next[i].hash() < next[j].hash() })
+			sortSet(next)
 			return len(next) > 0, next
 		},
-		Equal: func(a, b any) bool {
-			sa, sb := a.(states), b.(states)
-			if len(sa) != len(sb) {
-				return false
-			}
-			for i := range sa {
-				if !sa[i].equal(sb[i]) {
-					return false
-				}
-			}
-			return true
-		},
-		Hash: func(state any) uint64 {
-			var h uint64
-			for _, s := range state.(states) {
-				h ^= s.hash()
-			}
-			return h
-		},
+		Equal: func(a, b any) bool { return equalSets(a.(states), b.(states)) },
+		Hash:  func(state any) uint64 { return hashSet(state.(states)) },
 		DescribeOperation: func(input, _ any) string {
 			return input.(*modelOp).String()
 		},
