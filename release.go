@@ -112,7 +112,9 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 		w = c.queues.offer(lockQueueName(l))
 	}
 	if w == nil && drop == "" {
-		return l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
+		err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
+		c.wakeForPermit(l, err)
+		return err
 	}
 	var offered string
 	if w != nil {
@@ -120,6 +122,7 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 	}
 	code, err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token, drop, offered}).AsInt64()
 	if w == nil {
+		c.wakeForPermit(l, err)
 		return err
 	}
 	switch giveBack, granted := c.queues.settleOffer(w, code, err, by == byHolder); {
@@ -133,6 +136,17 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 		runtime.Gosched()
 	}
 	return err
+}
+
+// wakeForPermit follows a semaphore's release that offered its permit to
+// no waiter of this Client (each was offered one by another Release in
+// flight, or its attempt was in flight): the permit may be free, and the
+// first of them that no Release offers one to tries for it, or it would
+// wait for the next offer with a permit free.
+func (c *Client) wakeForPermit(l *Lock, err error) {
+	if l.kind.semaphore && err == nil && c.queues.n.Load() > 0 {
+		c.queues.wakeUnoffered(lockQueueName(l))
+	}
 }
 
 // startGiveBack gives back, in the background and within the release

@@ -190,6 +190,9 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 	defer qs.mu.Unlock()
 	q := w.q
 	wasFirst := q.first() == w
+	// A semaphore waiter that took a free permit by its own attempt (not
+	// passed to it): more may be free, and the next one tries too.
+	freePermit := obtained && w.l.kind.semaphore && w.state != wsGranted
 	for i, x := range q.waiters {
 		if x == w {
 			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
@@ -211,7 +214,7 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		if qs.keys[q.name] == q {
 			delete(qs.keys, q.name)
 		}
-	case wasFirst && !q.local:
+	case wasFirst && !q.local, freePermit:
 		next.wake()
 	}
 	return giveBack, w.state == wsObtained || (w.state == wsLeft && !giveBack)
@@ -283,14 +286,19 @@ func (qs *localQueues) offer(name string) *waiter {
 	}
 	w := q.first()
 	if len(q.waiters) > 0 && q.waiters[0].l.kind.semaphore {
-		// Permits are given back concurrently: each is offered to a
-		// waiter that no other Release in flight offered one.
+		// Permits are given back concurrently: each is offered to the
+		// first waiter that no other Release in flight offers one to,
+		// unless its own attempt is in flight (it is woken to try again
+		// instead: wakeForPermit), so that permits go in arrival order.
 		w = nil
 		for _, x := range q.waiters {
-			if x.offers == 0 && !x.attempting && (x.state == wsLocal || x.state == wsExposed) {
-				w = x
-				break
+			if x.offers > 0 || (x.state != wsLocal && x.state != wsExposed) {
+				continue // offered one, or granted one already
 			}
+			if !x.attempting {
+				w = x
+			}
+			break
 		}
 	}
 	if w == nil || (w.state != wsLocal && w.state != wsExposed) {
@@ -299,6 +307,22 @@ func (qs *localQueues) offer(name string) *waiter {
 	w.offers++
 	w.step(evExpose)
 	return w
+}
+
+// wakeUnoffered wakes the first waiter of the queue named name that no
+// Release in flight offers the lock to and that was granted nothing, if
+// there is one.
+func (qs *localQueues) wakeUnoffered(name string) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if q := qs.keys[name]; q != nil {
+		for _, w := range q.waiters {
+			if w.offers == 0 && (w.state == wsLocal || w.state == wsExposed) {
+				w.wake()
+				return
+			}
+		}
+	}
 }
 
 // beginAttempt records that w's attempt is about to be sent; false when
