@@ -60,8 +60,12 @@ func lockers(b *testing.B, addr string, n int, shared bool, obs redislock.Observ
 	return out
 }
 
-// woken counts the obtains that waited and how their waits ended.
-type woken struct{ obtains, byRelease, byBackoff atomic.Int64 }
+// woken counts the obtains that waited and how their waits ended, and the
+// round trips of the exclusive ones (a read-write lock's writer).
+type woken struct {
+	obtains, byRelease, byBackoff  atomic.Int64
+	exclusive, exclusiveRoundTrips atomic.Int64
+}
 
 func (w *woken) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
 
@@ -70,6 +74,10 @@ func (w *woken) End(_ context.Context, ev *redislock.Event) {
 		return
 	}
 	w.obtains.Add(1)
+	if ev.Op == redislock.OpObtain {
+		w.exclusive.Add(1)
+		w.exclusiveRoundTrips.Add(int64(ev.Attempts))
+	}
 	w.byRelease.Add(int64(ev.WokenByRelease))
 	w.byBackoff.Add(int64(ev.WokenByBackoff))
 }
@@ -171,7 +179,11 @@ func BenchmarkSemaphore(b *testing.B) {
 // the readers' and the writer's acq/s and wait at p50 and p99 (µs; the
 // writer's p99 is the starvation figure: about one reader hold time plus
 // a round trip or two when the readers cannot starve it), cmds/acq over
-// every acquisition, and woken-release.
+// every acquisition, and woken-release; what the writer's wait is made
+// of: write-rtts/acq (its round trips per acquisition) and rtt-p50-us,
+// rtt-p99-us (the round trip of one GET on a client of its own, every
+// 500µs through the run: the floor of each of those round trips under the
+// same load).
 func BenchmarkRWLock(b *testing.B) {
 	e := setup(b)
 	for _, s := range kindShapes {
@@ -235,9 +247,24 @@ func BenchmarkRWLock(b *testing.B) {
 					pause(handoffPause)
 				}
 			}
+			probe, err := newRueidisClient(e.srv.Addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer probe.Close()
+			var rtts []time.Duration
 			c := e.counter(b)
 			b.ResetTimer()
 			start := time.Now()
+			wg.Go(func() {
+				get := probe.B().Get().Key(key + ":probe").Build().Pin()
+				for run.Err() == nil {
+					t0 := time.Now()
+					_ = probe.Do(context.Background(), get).Error()
+					rtts = append(rtts, time.Since(t0))
+					pause(500 * time.Microsecond)
+				}
+			})
 			for r := range rwReaders {
 				wg.Go(func() { loop(ls[r%len(ls)], false, rwReadHold, &readWaits[r]) })
 			}
@@ -260,6 +287,14 @@ func BenchmarkRWLock(b *testing.B) {
 				b.ReportMetric(micros(percentile(writeWaits, 99)), "write-p99-us")
 			}
 			obs.report(b)
+			if n := obs.exclusive.Load(); n > 0 {
+				b.ReportMetric(float64(obs.exclusiveRoundTrips.Load())/float64(n), "write-rtts/acq")
+			}
+			if len(rtts) > 0 {
+				slices.Sort(rtts)
+				b.ReportMetric(micros(percentile(rtts, 50)), "rtt-p50-us")
+				b.ReportMetric(micros(percentile(rtts, 99)), "rtt-p99-us")
+			}
 			if n := bad.Load(); n > 0 {
 				b.Errorf("%d acquisitions broke the read-write rule", n)
 			}
