@@ -16,7 +16,8 @@ import (
 // LimitRetry(s, n) allows n waits, and a wake-up that loses the race (an
 // ObtainMulti whose other keys are still held) uses one up. The first wait
 // of a Client's first waiter starts with one more round trip, which queues
-// it in Redis. A Refresh waits only after a transport error, for the whole
+// it in Redis (a shared or semaphore obtain on a Client whose channel is up
+// is queued by its first attempt instead). A Refresh waits only after a transport error, for the whole
 // backoff.
 //
 // The strategies built by this package are templates: each Obtain, ObtainMulti

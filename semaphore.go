@@ -12,8 +12,10 @@ import (
 // server's clock, as with ObtainShared: the Lock's Refresh, Release, TTL and
 // Watch act on its own, and a holder that vanishes frees its permit when
 // its lease ends, with no call from anyone. A Release passes its permit to
-// the first waiter in its own script, so that nobody takes it in between;
-// waiters have permits in arrival order.
+// the first waiter in its own script, so that nobody takes it in between:
+// one queued in Redis, else a goroutine of the same Client waiting for the
+// key (the goroutines of one Client queue behind one another, and only the
+// first is queued in Redis); waiters have permits in arrival order.
 //
 // The limit is the caller's, and is not stored: a call with limit n takes a
 // permit while fewer than n tokens hold the key, and a queued waiter has one
@@ -21,7 +23,9 @@ import (
 // on one key each get their own: a deployment that raises its limit from 4
 // to 8 admits up to 8 at once as soon as its new callers run; one that
 // lowers it from 8 to 4 admits nobody new until fewer than 4 hold the key,
-// and holders of the old limit keep their permits until they leave. A key
+// and holders of the old limit keep their permits until they leave; while
+// both are in use, a waiter of the higher limit queued behind one of the
+// lower may have its permit only at the next release. A key
 // held by a shared lock (ObtainShared) or an exclusive one (Obtain) is held
 // for ObtainSemaphore too, until its holders leave; an exclusive Obtain of
 // a key held by a semaphore finds it held.
