@@ -21,13 +21,27 @@ type bareObserver struct{}
 func (bareObserver) Begin(ctx context.Context, _ *redislock.Event) context.Context { return ctx }
 func (bareObserver) End(context.Context, *redislock.Event)                         {}
 
+// minAllocsPerRun is the least of three testing.AllocsPerRun(2000, f).
+// AllocsPerRun counts every goroutine's allocations: on a loaded machine
+// rueidis' own goroutines now and then allocate during a measurement (a
+// count of 3 instead of 1 was seen in a CI run beside other stress runs).
+// What the library allocates is the same in every measurement, what the
+// machine adds is not: the least of three is the library's.
+func minAllocsPerRun(f func()) float64 {
+	least := testing.AllocsPerRun(2000, f)
+	for range 2 {
+		least = min(least, testing.AllocsPerRun(2000, f))
+	}
+	return least
+}
+
 // allocs returns the allocations of one Obtain+Release, and of one
 // Refresh+TTL of a held lock, against a real redis-server (which, unlike
 // miniredis, allocates nothing in this process).
 func allocs(t *testing.T, locker *redislock.Client, key string) (obtainRelease, refreshTTL float64) {
 	t.Helper()
 	ctx := context.Background()
-	obtainRelease = testing.AllocsPerRun(2000, func() {
+	obtainRelease = minAllocsPerRun(func() {
 		lock, err := locker.Obtain(ctx, key, time.Minute, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -38,7 +52,7 @@ func allocs(t *testing.T, locker *redislock.Client, key string) (obtainRelease, 
 	})
 	lock, err := locker.Obtain(ctx, key, time.Minute, nil)
 	require.NoError(t, err)
-	refreshTTL = testing.AllocsPerRun(2000, func() {
+	refreshTTL = minAllocsPerRun(func() {
 		if err := lock.Refresh(ctx, time.Minute, nil); err != nil {
 			t.Fatal(err)
 		}

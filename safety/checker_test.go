@@ -1,6 +1,7 @@
 package safety_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -237,10 +238,58 @@ func TestKindsLinearizable_model(t *testing.T) {
 		{"an obtain of unknown outcome may never have held", []safety.Op{
 			op(0, obtain, "A", 0, 1, unknown), shared(op(1, obtain, "B", 2, 3, ok)),
 		}, "linearizable"},
+		{"an obtain again once a writer's lease may have ended", []safety.Op{
+			op(0, obtain, "W", 0, 1, ok), shared(op(1, obtain, "X", 2, 3, unknown)),
+			shared(op(1, obtain, "X", 150, 151, ok)),
+		}, "linearizable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := safety.KindsLinearizable(tc.ops, safety.CheckOptions{Slack: ms})
 			assert.Equal(t, tc.want, resultName(v), "%v", v)
+		})
+	}
+}
+
+// Regressions: histories with a violation that the exclusive model finds,
+// which the kinds model must find too, the operations of each case's moded
+// taken as exclusive and then as shared (against an exclusive W).
+func TestKindsLinearizable_violations(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ops   []safety.Op
+		moded []int
+	}{
+		// A step placed later in the linearization must not apply at
+		// an earlier instant. H holds the key surely until 99 (obtained
+		// over [0,1], TTL 100); a refused refresh of H over [50,150]
+		// takes H out at 99 at the earliest; W's obtain over [60,70]
+		// returned before that, so W and H held the key together.
+		{"instants never go back", []safety.Op{
+			op(0, safety.Obtain, "H", 0, 1, safety.OK),
+			op(0, safety.Refresh, "H", 50, 150, safety.Refused),
+			op(1, safety.Obtain, "W", 60, 70, safety.OK),
+		}, []int{0}},
+		// An obtain by a token the model holds is judged as a fresh
+		// obtain: X's obtain of unknown outcome over [2,3] cannot have
+		// held while W held surely (until 99), and X's OK obtain over
+		// [10,11] with the same token is one with W still holding.
+		{"an obtain again after one of unknown outcome", []safety.Op{
+			op(0, safety.Obtain, "W", 0, 1, safety.OK),
+			op(1, safety.Obtain, "X", 2, 3, safety.Unknown),
+			op(1, safety.Obtain, "X", 10, 11, safety.OK),
+		}, []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := safety.Linearizable(tc.ops, safety.CheckOptions{Slack: ms})
+			require.Equal(t, "NOT linearizable", resultName(ex), "exclusive model: %v", ex)
+			for _, m := range []safety.Mode{safety.Exclusive, safety.Shared} {
+				ops := slices.Clone(tc.ops)
+				for _, i := range tc.moded {
+					ops[i].Mode = m
+				}
+				v := safety.KindsLinearizable(ops, safety.CheckOptions{Slack: ms})
+				assert.Equal(t, "NOT linearizable", resultName(v), "%s: %v", m, v)
+			}
 		})
 	}
 }

@@ -23,11 +23,15 @@ type PauseWatch struct {
 func StartPauseWatch() *PauseWatch {
 	const tick, late = 5 * time.Millisecond, 50 * time.Millisecond
 	w := &PauseWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	// The clock starts here, not in the goroutine: a goroutine that starts
+	// late (a loaded machine) must not miss a pause that began before it
+	// ran.
+	start := time.Now()
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(tick)
 		defer t.Stop()
-		for prev := time.Now(); ; {
+		for prev := start; ; {
 			select {
 			case <-w.stop:
 				return
