@@ -108,8 +108,6 @@ func (w *waiter) wake() {
 	}
 }
 
-// keyQueue is the waiters of one Client for one set of keys, in arrival
-
 // newWaiter returns a waiter for l; mark is its kind ("" exclusive, "r"
 // shared, or a semaphore's limit) and channel names its Client's pub/sub
 // channel, which its entry carries.
