@@ -477,3 +477,25 @@ func watchHolderOnce(t *testing.T, b backend, pauses *redistest.PauseWatch, limi
 	assertTTL(t, other, time.Hour)
 	return true
 }
+
+// A release that grants thousands of queued readers at once writes them
+// all as holders (its writes go in HSETs of a bounded size: Lua's unpack
+// takes a few thousand values at most); a writer then finds the key held.
+func TestObtainShared_releaseGrantsThousands(t *testing.T) {
+	b := realBackend(t)
+	c := redislock.New(b.client)
+	l, err := c.Obtain(t.Context(), "doc", time.Minute, nil)
+	require.NoError(t, err)
+	const n = 4100
+	args := []string{"RPUSH", "doc:redislock-waiters"}
+	for i := range n {
+		tok := "r" + strconv.Itoa(i)
+		args = append(args, "2:ch"+strconv.Itoa(len(tok))+":"+tok+"5:600000:0:1:r3:doc")
+	}
+	b.mustDo(t, args...)
+	require.NoError(t, l.Release(t.Context()))
+	assert.Equal(t, 0, queueLen(t, b, "doc"))
+	assert.Equal(t, n, holderCount(t, b, "doc"), "every reader told of its grant holds the key")
+	_, err = c.Obtain(t.Context(), "doc", time.Minute, nil)
+	assert.ErrorIs(t, err, redislock.ErrNotObtained, "a writer finds the readers")
+}

@@ -18,8 +18,9 @@
 -- then. Until it does, an exclusive obtain's plain SET NX (its first
 -- attempt, which runs no script) finds it held.
 --
--- Writes to the holders are gathered in the table h.set and sent as one HSET
--- by save, which every script that changes the holders calls last.
+-- Writes to the holders are gathered in the table h.set and sent by save,
+-- which every script that changes the holders calls last, in HSETs of at
+-- most fieldsMax fields (Lua's unpack takes a few thousand values at most).
 --
 -- A waiter's kind is its entry's kind field (queue.lua): "" exclusive, "r"
 -- shared, or a semaphore's limit. A key held by one kind is held for the
@@ -40,6 +41,11 @@ end
 -- deadMax is how many fields of holders that left a key keeps before one
 -- HDEL takes them all out.
 local deadMax = 8
+
+-- fieldsMax is the most fields one HSET or HDEL of a script carries: Lua's
+-- unpack fails past about 8000 values (LUAI_MAXCSTACK), and a release may
+-- grant thousands of queued readers at once.
+local fieldsMax = 1000
 
 -- load reads the holders of key, leaving out those whose lease ended by now:
 -- a table {kind, n, tokens (token -> value), set (fields to write), keep},
@@ -89,7 +95,9 @@ local function load(key, now)
 		end
 		h.kind, h.keep, h.set = nil, 0, {}
 	elseif #dead >= deadMax then
-		redis.call("hdel", key, unpack(dead))
+		for i = 1, #dead, fieldsMax do
+			redis.call("hdel", key, unpack(dead, i, math.min(i + fieldsMax - 1, #dead)))
+		end
 		for _, f in ipairs(dead) do
 			h.set[f] = nil
 		end
@@ -106,7 +114,7 @@ local function remaining(h, now)
 	return last - now
 end
 
--- save writes what changed in h (h.set) in one HSET, and moves the key's
+-- save writes what changed in h (h.set), fieldsMax fields an HSET, and moves the key's
 -- keep (and TTL) when its last lease ends after it; nothing when nobody
 -- holds the key, or an exclusive lock took it (h.taken).
 local function save(key, h, now)
@@ -123,6 +131,10 @@ local function save(key, h, now)
 	for f, v in pairs(h.set) do
 		args[#args + 1] = f
 		args[#args + 1] = v
+		if #args == 2 * fieldsMax then
+			redis.call("hset", key, unpack(args))
+			args = {}
+		end
 	end
 	if #args > 0 then
 		redis.call("hset", key, unpack(args))
