@@ -243,8 +243,8 @@ func TestObtainSemaphore_endedLeases(t *testing.T) {
 		}
 		ended()
 		// An exclusive Obtain's first attempt, a plain SET NX, finds the
-		// key held until its keep (an eighth of a lease after the last
-		// lease at most); its next attempt, a script, finds it free.
+		// key held until its keep (set by hand here, far beyond the ended
+		// lease); its next attempt, a script, finds it free.
 		_, err := c.Obtain(t.Context(), "jobs", time.Minute, nil)
 		require.ErrorIs(t, err, redislock.ErrNotObtained)
 		l, err := c.Obtain(t.Context(), "jobs", time.Minute,
@@ -276,5 +276,29 @@ func TestObtainSemaphore_endedLeases(t *testing.T) {
 		assert.LessOrEqual(t, n, 1+1+8, "the kind, the holder, at most 8 dead fields")
 		require.NoError(t, l.Release(t.Context()))
 		assert.Equal(t, 0, b.dbsize(t))
+	})
+}
+
+// A release that puts back the only entry of the wait queue (its waiter may
+// not hold the key yet) keeps a TTL on the queue: the entry of a Client
+// that crashed expires.
+func TestObtainSemaphore_queueKeepsTTL(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c := redislock.New(b.client)
+		s1, err := c.ObtainSemaphore(t.Context(), "jobs", 2, time.Minute, nil)
+		require.NoError(t, err)
+		s2, err := c.ObtainSemaphore(t.Context(), "jobs", 2, time.Minute, nil)
+		require.NoError(t, err)
+		// The entry of an exclusive waiter of a Client that crashed, queued
+		// as obtain.lua's enqueue does (RPUSH, PEXPIRE keep).
+		b.mustDo(t, "RPUSH", "jobs:redislock-waiters", "2:ch4:dead5:600000:0:0:4:jobs")
+		b.mustDo(t, "PEXPIRE", "jobs:redislock-waiters", "2000")
+		require.NoError(t, s1.Release(t.Context()))
+		assert.Equal(t, 1, queueLen(t, b, "jobs"), "the exclusive waiter waits for s2")
+		pttl, err := strconv.Atoi(b.mustDo(t, "PTTL", "jobs:redislock-waiters"))
+		require.NoError(t, err)
+		assert.Positive(t, pttl, "the queue has a TTL")
+		assert.LessOrEqual(t, pttl, 61000, "at most the holders' leases and a second")
+		require.NoError(t, s2.Release(t.Context()))
 	})
 }

@@ -275,8 +275,15 @@ local function fill(key, h, now, self, drop, offered)
 			pop = true
 		end
 		if stop then
-			if pop then
-				try("lpush", q, entry)
+			-- Put back: when the LPOP took the last entry, Redis deleted
+			-- the queue with its TTL, and the LPUSH makes a queue without
+			-- one. That TTL (the longest wait of those queued, queue.lua)
+			-- is gone; the entry is kept while the key's leases last and a
+			-- second more, as its waiter still waits for them to end (a
+			-- live waiter queues itself again by its next attempt, if its
+			-- entry went first), so that a crashed Client's entry expires.
+			if pop and try("lpush", q, entry) == 1 then
+				try("pexpire", q, string.format("%d", remaining(h, now) + 1000))
 			end
 			break
 		end
