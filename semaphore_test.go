@@ -279,6 +279,28 @@ func TestObtainSemaphore_endedLeases(t *testing.T) {
 	})
 }
 
+// The key lives until its last lease ends, and a little more (a second at
+// most), not until the keep of a longer lease that was given back: once a
+// 1h holder has left and a 100ms one has vanished, a plain Obtain (its one
+// attempt, SET NX) takes the key.
+func TestObtainSemaphore_keyEndsWithLastLease(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		c := redislock.New(b.client)
+		long, err := c.ObtainSemaphore(t.Context(), "jobs", 2, time.Hour, nil)
+		require.NoError(t, err)
+		_, err = c.ObtainSemaphore(t.Context(), "jobs", 2, 100*time.Millisecond, nil) // its holder vanishes
+		require.NoError(t, err)
+		require.NoError(t, long.Release(t.Context()))
+		pttl, err := strconv.Atoi(b.mustDo(t, "PTTL", "jobs"))
+		require.NoError(t, err)
+		assert.LessOrEqual(t, pttl, 100+100/8, "the key's TTL: the last lease and its slack")
+		b.expire(200 * time.Millisecond)
+		l, err := c.Obtain(t.Context(), "jobs", time.Minute, nil)
+		require.NoError(t, err, "nobody holds the key")
+		require.NoError(t, l.Release(t.Context()))
+	})
+}
+
 // A release that puts back the only entry of the wait queue (its waiter may
 // not hold the key yet) keeps a TTL on the queue: the entry of a Client
 // that crashed expires.

@@ -12,11 +12,14 @@
 -- reads the key first takes the holders whose lease has ended out of its
 -- count (load), the exclusive obtain's script too (obtain.lua), so a key
 -- whose leases all ended is free for every kind. The key's TTL ends at
--- keep, at least the last lease: a lease that ends later moves keep to an
--- eighth of that lease's length after its end (save), so that most grants
--- pay no PEXPIRE; a key whose holders all vanished goes away by itself by
--- then. Until it does, an exclusive obtain's plain SET NX (its first
--- attempt, which runs no script) finds it held.
+-- keep, at least the last lease and at most a little after it (slack): a
+-- lease that ends later moves keep to slack after its end, so that most
+-- grants pay no PEXPIRE, and once the last lease ends sooner (its holder
+-- left, or a refresh shortened it) keep moves back to slack after the new
+-- last (save). A key whose holders all vanished goes away by itself by
+-- then; until it does (at most a second after the last lease), an
+-- exclusive obtain's plain SET NX (its first attempt, which runs no
+-- script) finds it held.
 --
 -- Writes to the holders are gathered in the table h.set and sent by save,
 -- which every script that changes the holders calls last, in HSETs of at
@@ -114,17 +117,26 @@ local function remaining(h, now)
 	return last - now
 end
 
--- save writes what changed in h (h.set), fieldsMax fields an HSET, and moves the key's
--- keep (and TTL) when its last lease ends after it; nothing when nobody
--- holds the key, or an exclusive lock took it (h.taken).
+-- slack is how long after the last lease (last) the key is kept: an
+-- eighth of what is left of that lease, at most a second.
+local function slack(last, now)
+	return math.min(math.floor((last - now) / 8), 1000)
+end
+
+-- save writes what changed in h (h.set), fieldsMax fields an HSET, and
+-- moves the key's keep (and TTL) to slack after its last lease when that
+-- lease ends after keep, or keep lies more than twice slack (and 10ms)
+-- after it; nothing when nobody holds the key, or an exclusive lock took
+-- it (h.taken).
 local function save(key, h, now)
 	if not h or h.taken or h.n == 0 then
 		return
 	end
 	local last = now + remaining(h, now)
-	local grow = last > h.keep
-	if grow then
-		h.keep = last + math.floor((last - now) / 8)
+	local s = slack(last, now)
+	local move = last > h.keep or h.keep - last > math.max(2 * s, 10)
+	if move then
+		h.keep = last + s
 		h.set[""] = h.kind .. ":" .. string.format("%d", h.keep)
 	end
 	local args = {}
@@ -139,7 +151,7 @@ local function save(key, h, now)
 	if #args > 0 then
 		redis.call("hset", key, unpack(args))
 	end
-	if grow then
+	if move then
 		redis.call("pexpire", key, string.format("%d", h.keep - now))
 	end
 	h.set = {}
