@@ -177,9 +177,11 @@ func (a *obtainCall) run(ctx context.Context) error {
 }
 
 // joinBehind is step 1: it queues a newcomer behind the goroutines of its
-// Client that wait for the same keys, if there are any.
+// Client that wait for the same keys, if there are any. A semaphore obtain
+// that may not wait (NoRetry) makes its one attempt instead: the first of
+// them may be on its first attempt, with permits free.
 func (a *obtainCall) joinBehind() bool {
-	if a.c.queues.n.Load() == 0 {
+	if a.c.queues.n.Load() == 0 || (a.l.kind.semaphore && !a.r.mayWait()) {
 		return false
 	}
 	return a.join(true)

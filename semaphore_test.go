@@ -3,11 +3,13 @@ package redislock_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -322,5 +324,63 @@ func TestObtainSemaphore_queueKeepsTTL(t *testing.T) {
 		assert.Positive(t, pttl, "the queue has a TTL")
 		assert.LessOrEqual(t, pttl, 61000, "at most the holders' leases and a second")
 		require.NoError(t, s2.Release(t.Context()))
+	})
+}
+
+// gated holds the first command named name sent once armed until open is
+// closed; held is closed when it holds it.
+type gated struct {
+	rueidis.Client
+	name  string
+	armed atomic.Bool
+	once  sync.Once
+	held  chan struct{}
+	open  chan struct{}
+}
+
+func (g *gated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	if g.armed.Load() && strings.EqualFold(cmd.Commands()[0], g.name) {
+		first := false
+		g.once.Do(func() { first = true })
+		if first {
+			close(g.held)
+			<-g.open
+		}
+	}
+	return g.Client.Do(ctx, cmd)
+}
+
+// An ObtainSemaphore that may not wait (NoRetry) makes its attempt when
+// another obtain of its Client, which joined its local queue, has its
+// first attempt in flight: permits are free.
+func TestObtainSemaphore_noRetryBesideAnAttempt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		g := &gated{Client: b.client, name: "EVALSHA", held: make(chan struct{}), open: make(chan struct{})}
+		c := redislock.New(g)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		// A waiter on another key brings the Client's channel up: an
+		// ObtainSemaphore that may wait then joins its local queue
+		// before its first attempt.
+		held, err := redislock.New(b.client).Obtain(ctx, "other", time.Minute, nil)
+		require.NoError(t, err)
+		keep := obtainAsync(ctx, c, []string{"other"}, &redislock.Options{RetryStrategy: forever})
+		eventually(t, func() bool { return queueLen(t, b, "other") == 1 }, "the channel is up")
+
+		g.armed.Store(true)
+		first := obtainKindAsync(ctx, c, "jobs", 100, &redislock.Options{RetryStrategy: forever})
+		<-g.held // its first attempt
+		l, err := c.ObtainSemaphore(ctx, "jobs", 100, time.Minute, nil)
+		require.NoError(t, err, "NoRetry, with 100 permits free")
+		close(g.open)
+		r := <-first
+		require.NoError(t, r.err)
+		assert.Equal(t, 2, holderCount(t, b, "jobs"))
+		require.NoError(t, l.Release(ctx))
+		require.NoError(t, r.lock.Release(ctx))
+		require.NoError(t, held.Release(ctx))
+		r = <-keep
+		require.NoError(t, r.err)
+		require.NoError(t, r.lock.Release(ctx))
 	})
 }
