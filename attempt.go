@@ -49,6 +49,8 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 		a.l.fence = rep.fence
 		if a.w != nil {
 			a.leave(true)
+		} else if a.l.kind.semaphore {
+			a.c.queues.holdPermit(a.l)
 		}
 		return true, nil
 	case rep.err == nil:

@@ -35,6 +35,7 @@ type obtainCall struct {
 	o     *Options
 	ttl   string // in milliseconds
 	mark  string // the kind of a shared or semaphore obtain: "r", or the limit; "" exclusive
+	limit int    // a semaphore's
 	r     retrier
 	w     *waiter // nil until it waits
 	stats waitStats
@@ -71,6 +72,9 @@ func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, 
 	}
 	c.end(ctx, ev, err)
 	if err != nil {
+		if l.kind != nil && l.kind.semaphore {
+			c.queues.forgetPermit(l)
+		}
 		return nil, err
 	}
 	return l, nil
@@ -89,7 +93,7 @@ func (a *obtainCall) validate(ctx context.Context, op Op, ttl time.Duration, lim
 		if limit < 1 {
 			return fmt.Errorf("%w: %d is under 1", ErrInvalidLimit, limit)
 		}
-		a.mark = strconv.Itoa(limit)
+		a.mark, a.limit = strconv.Itoa(limit), limit
 	}
 	if a.mark != "" && a.c.q != nil {
 		// Holders over a majority of nodes would need a majority of
@@ -205,6 +209,7 @@ func (a *obtainCall) queueAtOnce(ctx context.Context) bool {
 // join puts the obtain in its local queue (behind: only behind others).
 func (a *obtainCall) join(behind bool) bool {
 	w := newWaiter(a.l, a.ttl, a.o, a.mark, a.c.sub.channel)
+	w.limit = a.limit
 	if !a.c.queues.join(w, behind) {
 		return false
 	}

@@ -60,7 +60,7 @@ func (q *quorum) release(ctx context.Context, c *Client, l *Lock, by releaser, e
 		err = rueidis.Nil
 	}
 	if w != nil {
-		if giveBack, _ := c.queues.settleOffer(w, 1, err, by == byHolder); giveBack {
+		if giveBack, _ := c.queues.settleOffer(w, l, 1, err, by == byHolder); giveBack {
 			c.startGiveBack(w)
 		}
 	}

@@ -113,7 +113,9 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 	}
 	if w == nil && drop == "" {
 		err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
-		c.wakeForPermit(l, err)
+		if l.kind.semaphore {
+			c.queues.releasedPermit(l, err)
+		}
 		return err
 	}
 	var offered string
@@ -122,10 +124,12 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 	}
 	code, err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token, drop, offered}).AsInt64()
 	if w == nil {
-		c.wakeForPermit(l, err)
+		if l.kind.semaphore {
+			c.queues.releasedPermit(l, err)
+		}
 		return err
 	}
-	switch giveBack, granted := c.queues.settleOffer(w, code, err, by == byHolder); {
+	switch giveBack, granted := c.queues.settleOffer(w, l, code, err, by == byHolder); {
 	case giveBack:
 		c.startGiveBack(w)
 	case granted:
@@ -136,17 +140,6 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 		runtime.Gosched()
 	}
 	return err
-}
-
-// wakeForPermit follows a semaphore's release that offered its permit to
-// no waiter of this Client (each was offered one by another Release in
-// flight, or its attempt was in flight): the permit may be free, and the
-// first of them that no Release offers one to tries for it, or it would
-// wait for the next offer with a permit free.
-func (c *Client) wakeForPermit(l *Lock, err error) {
-	if l.kind.semaphore && err == nil && c.queues.n.Load() > 0 {
-		c.queues.wakeUnoffered(lockQueueName(l))
-	}
 }
 
 // startGiveBack gives back, in the background and within the release

@@ -15,7 +15,11 @@ import (
 // the first waiter in its own script, so that nobody takes it in between:
 // one queued in Redis, else a goroutine of the same Client waiting for the
 // key (the goroutines of one Client queue behind one another, and only the
-// first is queued in Redis); waiters have permits in arrival order.
+// first is queued in Redis); waiters have permits in arrival order. While
+// its Client holds as many permits as its limit, the first waits for that
+// Client's Releases alone, out of Redis' queue (a Lock counts as held until
+// its Release, even once its lease ended unseen: one never released keeps
+// the Client's waiters to their retry strategy and the holders' leases).
 //
 // The limit is the caller's, and is not stored: a call with limit n takes a
 // permit while fewer than n tokens hold the key, and a queued waiter has one

@@ -131,8 +131,8 @@ func (o *obtains) End(_ context.Context, ev *redislock.Event) {
 
 // The Release of a permit passes it, in its own script, to the first
 // waiter of its Client that no other Release is passing one to: waiters
-// of one Client behind the first (queued in Redis) send no attempt at all,
-// and have their permits in arrival order, with increasing fence tokens.
+// of one Client behind the first send no attempt at all, and have their
+// permits in arrival order, with increasing fence tokens.
 func TestObtainSemaphore_localHandoff(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		const limit = 2
@@ -152,7 +152,9 @@ func TestObtainSemaphore_localHandoff(t *testing.T) {
 			results = append(results, obtainKindAsync(ctx, c, "jobs", limit, opt))
 			awaitBlocked(t, i+1) // arrival order
 		}
-		eventually(t, func() bool { return queueLen(t, b, "jobs") == 1 }, "one waiter of the Client queues in Redis")
+		// The Client holds every permit: only its own Releases free one,
+		// and its waiters stay out of Redis' queue.
+		assert.Equal(t, 0, queueLen(t, b, "jobs"), "waiters queued in Redis")
 		fence := holders[limit-1].FenceToken()
 		for i, ch := range results {
 			require.NoError(t, holders[0].Release(t.Context()))
@@ -324,6 +326,43 @@ func TestObtainSemaphore_queueKeepsTTL(t *testing.T) {
 		assert.Positive(t, pttl, "the queue has a TTL")
 		assert.LessOrEqual(t, pttl, 61000, "at most the holders' leases and a second")
 		require.NoError(t, s2.Release(t.Context()))
+	})
+}
+
+// A permit that a Release of another Client frees reaches a waiter of this
+// Client that became first after the one before it was granted a permit:
+// the Client holds fewer permits than the limit, so its first waiter is
+// queued in Redis, and is told.
+func TestObtainSemaphore_permitFreedByOtherClient(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const limit = 2
+		other := redislock.New(b.client)
+		b1, err := other.ObtainSemaphore(t.Context(), "jobs", limit, time.Minute, nil)
+		require.NoError(t, err)
+		b2, err := other.ObtainSemaphore(t.Context(), "jobs", limit, time.Minute, nil)
+		require.NoError(t, err)
+
+		a := redislock.New(b.client)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		opt := &redislock.Options{RetryStrategy: forever}
+		wa1 := obtainKindAsync(ctx, a, "jobs", limit, opt)
+		eventually(t, func() bool { return queueLen(t, b, "jobs") == 1 }, "wa1 queues in Redis")
+		wa2 := obtainKindAsync(ctx, a, "jobs", limit, opt)
+		awaitBlocked(t, 2)
+
+		require.NoError(t, b1.Release(t.Context()))
+		r1 := <-wa1
+		require.NoError(t, r1.err, "wa1 is granted b1's permit")
+		eventually(t, func() bool { return queueLen(t, b, "jobs") == 1 }, "wa2, now first, queues in Redis")
+
+		require.NoError(t, b2.Release(t.Context()))
+		r2 := <-wa2
+		require.NoError(t, r2.err, "wa2 is granted b2's permit")
+		assert.Equal(t, limit, holderCount(t, b, "jobs"))
+		require.NoError(t, r1.lock.Release(t.Context()))
+		require.NoError(t, r2.lock.Release(t.Context()))
+		assert.Equal(t, 0, b.dbsize(t))
 	})
 }
 

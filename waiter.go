@@ -52,6 +52,7 @@ type waiter struct {
 	fence    int64 // with wsGranted
 	sent     bool  // an attempt carried its entry: it may be in Redis' queue
 	offers   int   // Releases of its Client in flight that offered it the lock
+	limit    int   // a semaphore waiter's limit
 	// attempting: a semaphore waiter's attempt is in flight, or obtained
 	// and the waiter has not left yet; no Release offers it a permit
 	// meanwhile (one that it might take after the waiter's own permit was

@@ -25,7 +25,9 @@ type keyQueue struct {
 	waiters []*waiter
 	// local is set while the lock is held by a goroutine of this Client
 	// that obtained it from this queue: the next waits for its Release,
-	// which offers it the lock, and stays out of Redis' queue.
+	// which offers it the lock, and stays out of Redis' queue. Never set
+	// for a semaphore's queue: its Client holds all the permits a waiter
+	// may have when held says so (localHold).
 	local bool
 }
 
@@ -41,6 +43,10 @@ type localQueues struct {
 	n    atomic.Int64 // waiters in all: a Release looks no further when 0
 	mu   sync.Mutex
 	keys map[string]*keyQueue
+	// held counts, by key, the semaphore permits held by Locks of this
+	// Client (obtained, not yet released; a Lock whose lease ended unseen
+	// counts until its Release).
+	held map[string]int
 
 	// The tokens of waiters that returned without the lock and whose
 	// give-back is not done: an Obtain of the same (custom) token waits
@@ -121,11 +127,24 @@ func (qs *localQueues) first(w *waiter) bool {
 
 // mayQueue tells whether w is to be queued in Redis by its next attempt:
 // it is the first of its queue and the lock is not held by a goroutine of
-// its Client (whose Release will offer it the lock).
+// its Client (whose Release will offer it the lock): for a semaphore, not
+// every permit under w's limit.
 func (qs *localQueues) mayQueue(w *waiter) bool {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	return w.q.first() == w && !w.q.local
+	return w.q.first() == w && !qs.localHold(w)
+}
+
+// localHold tells whether only a Release of w's Client can end w's wait:
+// the lock is held by a goroutine of the Client (keyQueue.local), or, for a
+// semaphore, its Client holds as many permits as w's limit (so nobody else
+// holds one: a Release of another Client frees none). Called with qs.mu
+// held.
+func (qs *localQueues) localHold(w *waiter) bool {
+	if w.l.kind.semaphore {
+		return qs.held[w.l.keys[0]] >= w.limit
+	}
+	return w.q.local
 }
 
 // sentEntry tells whether an attempt carried w's entry: it may be in
@@ -143,7 +162,7 @@ func (qs *localQueues) sentEntry(w *waiter) bool {
 func (qs *localQueues) expose(w *waiter) (again, ok bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	if w.q.first() != w || w.q.local {
+	if w.q.first() != w || qs.localHold(w) {
 		return false, false
 	}
 	again, w.sent = w.sent, true
@@ -182,7 +201,7 @@ func (qs *localQueues) grant(w *waiter, fence int64) (giveBack bool) {
 
 // leave takes w out of its queue once its Obtain returns, with the lock or
 // without; the next waiter, when it becomes the first and the lock is not
-// held by this Client, is woken to go on in its place. done reports that
+// held by this Client (localHold), is woken to go on in its place. done reports that
 // nothing can reach w any more (it obtained, or held nothing).
 func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 	qs.mu.Lock()
@@ -199,7 +218,11 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		}
 	}
 	if obtained {
-		q.local = true
+		if w.l.kind.semaphore {
+			qs.countPermit(w.l)
+		} else {
+			q.local = true
+		}
 		w.step(evObtain)
 	} else {
 		giveBack = w.step(evGiveUp)
@@ -213,7 +236,7 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		if qs.keys[q.name] == q {
 			delete(qs.keys, q.name)
 		}
-	case wasFirst && !q.local, freePermit:
+	case wasFirst && !qs.localHold(next), freePermit:
 		next.wake()
 	}
 	return giveBack, w.state == wsObtained || (w.state == wsLeft && !giveBack)

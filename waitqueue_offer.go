@@ -22,7 +22,7 @@ func (qs *localQueues) offer(name string) *waiter {
 		// Permits are given back concurrently: each is offered to the
 		// first waiter that no other Release in flight offers one to,
 		// unless its own attempt is in flight (it is woken to try again
-		// instead: wakeForPermit), so that permits go in arrival order.
+		// instead: releasedPermit), so that permits go in arrival order.
 		w = nil
 		for _, x := range q.waiters {
 			if x.offers > 0 || (x.state != wsLocal && x.state != wsExposed) {
@@ -42,13 +42,68 @@ func (qs *localQueues) offer(name string) *waiter {
 	return w
 }
 
-// wakeUnoffered wakes the first waiter of the queue named name that no
-// Release in flight offers the lock to and that was granted nothing, if
-// there is one.
-func (qs *localQueues) wakeUnoffered(name string) {
+// holdPermit records that l, a semaphore's Lock, holds a permit: its
+// obtain took it by its own attempt.
+func (qs *localQueues) holdPermit(l *Lock) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	if q := qs.keys[name]; q != nil {
+	qs.countPermit(l)
+}
+
+// countPermit and uncountPermit keep held; called with qs.mu held.
+func (qs *localQueues) countPermit(l *Lock) {
+	if l.counted {
+		return
+	}
+	if qs.held == nil {
+		qs.held = make(map[string]int)
+	}
+	qs.held[l.keys[0]]++
+	l.counted = true
+}
+
+func (qs *localQueues) uncountPermit(l *Lock) {
+	if !l.counted {
+		return
+	}
+	l.counted = false
+	if qs.held[l.keys[0]]--; qs.held[l.keys[0]] <= 0 {
+		delete(qs.held, l.keys[0])
+	}
+}
+
+// releasedPermit follows a semaphore's release by l that offered its
+// permit to no waiter of this Client: l holds no permit any more (or may
+// not: a Lock counted too few makes a waiter queue in Redis, which is safe;
+// one counted too many would keep it out) and, when the release went
+// through (err nil), the first waiter that no Release offers one to and
+// that was granted nothing, if there is one, is woken: the permit may be
+// free.
+func (qs *localQueues) releasedPermit(l *Lock, err error) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	qs.uncountPermit(l)
+	if err == nil {
+		qs.wakeUnoffered(l)
+	}
+}
+
+// forgetPermit follows an obtain of l that returned an error after l took
+// a permit (a grant that WithReplicas did not confirm): as releasedPermit,
+// when l was counted.
+func (qs *localQueues) forgetPermit(l *Lock) {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if l.counted {
+		qs.uncountPermit(l)
+		qs.wakeUnoffered(l)
+	}
+}
+
+// wakeUnoffered wakes the first waiter of l's queue that no Release
+// offers a permit to and that was granted nothing. Called with qs.mu held.
+func (qs *localQueues) wakeUnoffered(l *Lock) {
+	if q := qs.keys[lockQueueName(l)]; q != nil {
 		for _, w := range q.waiters {
 			if w.offers == 0 && (w.state == wsLocal || w.state == wsExposed) {
 				w.wake()
@@ -81,21 +136,34 @@ func (qs *localQueues) endAttempt(w *waiter) {
 	w.attempting = false
 }
 
-// settleOffer tells w what became of the lock its Release offered it:
-// passed to it (code >= 3, fence token code-3), to a waiter queued in Redis
-// (2), or freed (1); after a transport error the Release may have passed it
-// the lock (w's next attempt finds it its own); after a nil reply (the
-// releasing token held nothing) nothing changed. Unless w has it, the first waiter of
-// the queue (w, or the one after it when w has returned) goes on.
-func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool) (giveBack, granted bool) {
+// settleOffer tells w what became of the lock that rel's Release offered
+// it: passed to it (code >= 3, fence token code-3), to a waiter queued in
+// Redis (2), or freed (1); after a transport error the Release may have
+// passed it the lock (w's next attempt finds it its own); after a nil reply
+// (the releasing token held nothing) nothing changed. Unless w has it, the
+// first waiter of the queue goes on: w while it waits, else the one now
+// first (unless the lock is still this Client's). A semaphore's permit
+// passed to w moves from rel to w in held; else rel holds none any more.
+func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, holder bool) (giveBack, granted bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	w.offers--
 	granted = err == nil && code >= 3
+	if w.l.kind.semaphore {
+		qs.uncountPermit(rel)
+		if granted {
+			qs.countPermit(w.l)
+		}
+	}
 	if rueidis.IsRedisNil(err) && !holder {
 		// A give-back or a cleanup had nothing to give (its token held no
-		// lock): nothing changed for w, nor for the queue.
-		return w.step(evSettle), false
+		// lock): nothing changed for the queue; w, which skipped its
+		// attempt for this offer (beginAttempt), goes on.
+		giveBack = w.step(evSettle)
+		if w.offers == 0 && (w.state == wsLocal || w.state == wsExposed) {
+			w.wake()
+		}
+		return giveBack, false
 	}
 	if rueidis.IsRedisNil(err) {
 		// The holder's lock had expired: the lock is not held by this
@@ -118,12 +186,14 @@ func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool
 	if q != nil && err == nil {
 		q.local = false
 	}
-	// The first waiter goes on: w, or, when w has returned, the one now
-	// first (unless the lock is still this Client's).
-	if w.state != wsLeaving && w.state != wsLeft {
+	// The first waiter goes on: w while it waits, or, when w has
+	// returned (with a lock passed to it another way meanwhile, or
+	// without), the one now first, unless the lock is still this
+	// Client's: w's leave may have found it so before rel let go.
+	if w.state == wsLocal || w.state == wsExposed || w.state == wsGranted {
 		w.wake()
-	} else if q != nil && !q.local {
-		if first := q.first(); first != nil {
+	} else if q != nil {
+		if first := q.first(); first != nil && !qs.localHold(first) {
 			first.wake()
 		}
 	}
