@@ -259,9 +259,25 @@ func (a *obtainCall) wait(ctx context.Context, backoff time.Duration) wakeReason
 }
 
 // take is step 5: the lock passed to the waiter. With WithReplicas, the
-// grant is confirmed.
+// grant is confirmed. A semaphore waiter granted a permit through the
+// channel while a Release of its Client offers it one waits for that
+// Release's answer first (within the release timeout): its script, run
+// after the caller gave the permit back, would grant the token again, and
+// nobody would give that permit back before its lease ended.
 func (a *obtainCall) take(ctx context.Context, fence int64) error {
 	a.l.fence = fence
+	if a.l.kind.semaphore && a.c.queues.offered(a.w) {
+		t := time.NewTimer(a.c.releaseTimeout)
+		for a.c.queues.offered(a.w) {
+			select {
+			case <-a.w.signal:
+				continue
+			case <-t.C:
+			}
+			break
+		}
+		t.Stop()
+	}
 	a.leave(true)
 	if a.c.replicas > 0 {
 		return a.c.confirm(ctx, a.l, a.ttl)

@@ -15,7 +15,9 @@ import (
 // the first waiter in its own script, so that nobody takes it in between:
 // one queued in Redis, else a goroutine of the same Client waiting for the
 // key (the goroutines of one Client queue behind one another, and only the
-// first is queued in Redis); waiters have permits in arrival order. While
+// first is queued in Redis); waiters have permits in arrival order, but
+// that a Release passes over a waiter whose own attempt is in flight (that
+// attempt may take a permit). While
 // its Client holds as many permits as its limit, the first waits for that
 // Client's Releases alone, out of Redis' queue (a Lock counts as held until
 // its Release, even once its lease ended unseen: one never released keeps

@@ -20,18 +20,19 @@ func (qs *localQueues) offer(name string) *waiter {
 	w := q.first()
 	if len(q.waiters) > 0 && q.waiters[0].l.kind.semaphore {
 		// Permits are given back concurrently: each is offered to the
-		// first waiter that no other Release in flight offers one to,
-		// unless its own attempt is in flight (it is woken to try again
-		// instead: releasedPermit), so that permits go in arrival order.
+		// first waiter that no other Release in flight offers one to and
+		// whose own attempt is not in flight (that attempt may take a
+		// permit itself), so that permits go in arrival order but for
+		// those attempts. Passing a permit over the attempting waiter
+		// rather than freeing it keeps it within the Client: a freed
+		// permit is taken by an attempt, and the attempts it sets off
+		// would each free the next Release's permit again.
 		w = nil
 		for _, x := range q.waiters {
-			if x.offers > 0 || (x.state != wsLocal && x.state != wsExposed) {
-				continue // offered one, or granted one already
-			}
-			if !x.attempting {
+			if x.offers == 0 && !x.attempting && (x.state == wsLocal || x.state == wsExposed) {
 				w = x
+				break
 			}
-			break
 		}
 	}
 	if w == nil || (w.state != wsLocal && w.state != wsExposed) {
@@ -40,6 +41,13 @@ func (qs *localQueues) offer(name string) *waiter {
 	w.offers++
 	w.step(evExpose)
 	return w
+}
+
+// offered tells whether a Release in flight offers w the lock.
+func (qs *localQueues) offered(w *waiter) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	return w.offers > 0
 }
 
 // holdPermit records that l, a semaphore's Lock, holds a permit: its
@@ -82,8 +90,9 @@ func (qs *localQueues) uncountPermit(l *Lock) {
 func (qs *localQueues) releasedPermit(l *Lock, err error) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
+	counted := l.counted
 	qs.uncountPermit(l)
-	if err == nil {
+	if err == nil || counted {
 		qs.wakeUnoffered(l)
 	}
 }
@@ -149,7 +158,9 @@ func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, 
 	defer qs.mu.Unlock()
 	w.offers--
 	granted = err == nil && code >= 3
+	dropped := false // the Client counts a permit fewer
 	if w.l.kind.semaphore {
+		dropped = rel.counted && !granted
 		qs.uncountPermit(rel)
 		if granted {
 			qs.countPermit(w.l)
@@ -158,10 +169,16 @@ func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, 
 	if rueidis.IsRedisNil(err) && !holder {
 		// A give-back or a cleanup had nothing to give (its token held no
 		// lock): nothing changed for the queue; w, which skipped its
-		// attempt for this offer (beginAttempt), goes on.
+		// attempt for this offer (beginAttempt), goes on, and the first
+		// waiter too when the Client counts a permit fewer.
 		giveBack = w.step(evSettle)
-		if w.offers == 0 && (w.state == wsLocal || w.state == wsExposed) {
+		if w.offers == 0 && (w.state == wsLocal || w.state == wsExposed || w.state == wsGranted) {
 			w.wake()
+		}
+		if q := qs.keys[w.q.name]; dropped && q != nil {
+			if first := q.first(); first != nil && first != w && !qs.localHold(first) {
+				first.wake()
+			}
 		}
 		return giveBack, false
 	}
@@ -186,14 +203,16 @@ func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, 
 	if q != nil && err == nil {
 		q.local = false
 	}
-	// The first waiter goes on: w while it waits, or, when w has
-	// returned (with a lock passed to it another way meanwhile, or
-	// without), the one now first, unless the lock is still this
-	// Client's: w's leave may have found it so before rel let go.
+	// The first waiter goes on, unless the lock is still this Client's
+	// (w's leave may have found it so before rel let go); and w while it
+	// waits: a semaphore's offer may pass over a first waiter whose
+	// attempt was in flight, which did not queue it in Redis while its
+	// Client held every permit.
 	if w.state == wsLocal || w.state == wsExposed || w.state == wsGranted {
 		w.wake()
-	} else if q != nil {
-		if first := q.first(); first != nil && !qs.localHold(first) {
+	}
+	if q != nil {
+		if first := q.first(); first != nil && first != w && !qs.localHold(first) {
 			first.wake()
 		}
 	}

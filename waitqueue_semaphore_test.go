@@ -76,11 +76,12 @@ func TestLocalQueues_semaphoreQueuesWhileOthersHold(t *testing.T) {
 	if !qs.beginAttempt(w2) {
 		t.Fatal("beginAttempt")
 	}
-	// h's Release while w2's attempt is in flight: nobody is offered.
-	if o := qs.offer(lockQueueName(h.l)); o != nil {
+	// h's Release while w2's attempt is in flight offers w3 its permit,
+	// which another Client's attempt took first: the permit is gone.
+	if o := qs.offer(lockQueueName(h.l)); o != w3 {
 		t.Fatalf("offer: %v", o)
 	}
-	qs.releasedPermit(h.l, nil)
+	qs.settleOffer(w3, h.l, 2, nil, true)
 	qs.endAttempt(w2) // the key was full (another Client's holders)
 	if !qs.mayQueue(w2) {
 		t.Fatal("the Client holds no permit, and w2 may not be queued in Redis")
@@ -139,7 +140,7 @@ func TestLocalQueues_offeredWaiterGrantedByChannel(t *testing.T) {
 // Releases by the Client's holders that offer their permit or find nobody
 // to offer it to, give-backs that offer one, grants through the channel
 // and returns, and checks them against a plain model: permits offered in
-// arrival order, to nobody whose attempt is in flight; the Client's count
+// arrival order, passing over those whose attempt is in flight; the Client's count
 // of its permits (held), moved from holder to waiter by a local grant; a
 // waiter woken when it may go on; and, after every step, no first waiter
 // stuck: one that waits with nothing to come is queued in Redis, or its
@@ -272,7 +273,7 @@ func (m *semModel) leave(mw *mWaiter, obtained bool) {
 
 // offer: a Release of a holder, or a give-back of a waiter that gave up,
 // offers a permit to the first waiter that no Release in flight offers one
-// to, unless that one's attempt is in flight.
+// to and whose attempt is not in flight.
 func (m *semModel) offer(holder bool) {
 	var rel *Lock
 	switch {
@@ -287,13 +288,10 @@ func (m *semModel) offer(holder bool) {
 	}
 	var want *mWaiter
 	for _, x := range m.queue {
-		if x.offersN > 0 || x.granted {
-			continue
-		}
-		if !x.attempting {
+		if x.offersN == 0 && !x.granted && !x.attempting {
 			want = x
+			break
 		}
-		break
 	}
 	w := m.qs.offer(lockQueueName(rel))
 	m.logf("offer by %s (holder %v): %v", rel.token, holder, w != nil)
@@ -336,7 +334,7 @@ func (m *semModel) settleOffer(i int) {
 		code = 1
 	case r == 1:
 		code = 2
-	case r == 2 && o.holder && !mw.granted && !mw.obtained:
+	case r == 2 && o.holder && !mw.granted:
 		// (A token that holds a permit is granted none: holders.lua.)
 		code = 3 + 7
 	case r == 3 || !o.holder:
@@ -435,7 +433,11 @@ func (m *semModel) step() {
 	case r <= 2 && len(goers) > 0:
 		mw := goers[m.rng.IntN(len(goers))]
 		if mw.granted {
-			m.leave(mw, true)
+			// Its Obtain returns once no Release offers it a permit
+			// (obtainCall.take).
+			if mw.offersN == 0 {
+				m.leave(mw, true)
+			}
 		} else if !mw.attempting {
 			m.beginAttempt(mw)
 		}
