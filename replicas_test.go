@@ -28,9 +28,25 @@ type tcpProxy struct {
 
 func startTCPProxy(t *testing.T, upstream string) *tcpProxy {
 	t.Helper()
+	p := &tcpProxy{}
+	p.ln = proxyConns(t, upstream, func(down, up net.Conn) {
+		p.mu.Lock()
+		p.conns = append(p.conns, down, up)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, down); up.Close() }()
+		go func() { _, _ = io.Copy(down, up); down.Close() }()
+	})
+	t.Cleanup(p.stop)
+	return p
+}
+
+// proxyConns listens on a free loopback port and, for each connection it
+// accepts, dials upstream and hands both ends to serve, until the listener
+// is closed.
+func proxyConns(t *testing.T, upstream string, serve func(down, up net.Conn)) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	p := &tcpProxy{ln: ln}
 	go func() {
 		for {
 			down, err := ln.Accept()
@@ -42,15 +58,10 @@ func startTCPProxy(t *testing.T, upstream string) *tcpProxy {
 				down.Close()
 				continue
 			}
-			p.mu.Lock()
-			p.conns = append(p.conns, down, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, down); up.Close() }()
-			go func() { _, _ = io.Copy(down, up); down.Close() }()
+			serve(down, up)
 		}
 	}()
-	t.Cleanup(p.stop)
-	return p
+	return ln
 }
 
 func (p *tcpProxy) port() string { return strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port) }

@@ -29,7 +29,8 @@ const (
 	subscriptionLinger = 250 * time.Millisecond
 
 	// resubscribeAfter is how long a Client waits by the backoff alone after
-	// a SUBSCRIBE was refused before it tries again.
+	// the server refused a SUBSCRIBE before it tries again (a SUBSCRIBE
+	// whose connection failed is tried again by the next attempt).
 	resubscribeAfter = 10 * time.Second
 )
 
@@ -157,7 +158,15 @@ func (s *subscription) run(gen int, ready chan struct{}) {
 	stop()
 	s.mu.Lock()
 	if err != nil || gen != s.gen {
-		s.state, s.retryAt = subDown, time.Now().Add(resubscribeAfter)
+		// A SUBSCRIBE the server refused (an ACL without the channel, say)
+		// is not asked again for a while; one whose connection failed is
+		// asked again by the next attempt: left to the backoff for
+		// resubscribeAfter, a waiting writer of a shared lock would be
+		// overtaken by readers at each of its tries.
+		s.state, s.retryAt = subDown, time.Now()
+		if _, refused := rueidis.IsRedisErr(err); refused {
+			s.retryAt = s.retryAt.Add(resubscribeAfter)
+		}
 		close(ready)
 		s.mu.Unlock()
 		cancel()

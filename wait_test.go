@@ -3,6 +3,8 @@ package redislock_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -354,6 +356,105 @@ func TestWait_subscriptionKilled(t *testing.T) {
 	require.NoError(t, r.err)
 	assert.Equal(t, 1, obs.last.Load().WokenByRelease)
 	require.NoError(t, r.lock.Release(t.Context()))
+}
+
+// A SUBSCRIBE whose connection is lost, not refused by the server, is made
+// again by the Client's next attempt: its waiters are not left to the
+// backoff for resubscribeAfter (10s), in which a waiting writer of a shared
+// lock is overtaken by readers at each of its tries.
+func TestWait_lostSubscribeMadeAgain(t *testing.T) {
+	redistest.Require(t)
+	srv := redistest.StartServer(t)
+	admin := srv.Client(t)
+	p := startSubscribeCutter(t, srv.Addr)
+	c := redislock.New(redistest.NewClient(t, p.addr()))
+	holder, err := redislock.Obtain(t.Context(), admin, "lock", time.Minute, nil)
+	require.NoError(t, err)
+
+	// Its first SUBSCRIBE is cut: this waiter waits by the backoff, and
+	// its next attempt subscribes again.
+	_, err = c.Obtain(t.Context(), "lock", time.Minute, &redislock.Options{RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(10*time.Millisecond), 3)})
+	require.ErrorIs(t, err, redislock.ErrNotObtained)
+	require.Equal(t, 1, p.cut(), "the SUBSCRIBE connection was not cut")
+	require.GreaterOrEqual(t, p.subscribes(), 2, "no SUBSCRIBE after the one whose connection was lost")
+
+	// Once that waiter has left the queue, the next one is queued, and is
+	// woken by the release: its backoff (a minute) outlasts its ctx.
+	b := backend{do: doWith(admin)}
+	eventually(t, func() bool { return queueLen(t, b, "lock") == 0 }, "the waiter that gave up leaves the queue")
+	obs := &counter{}
+	c = redislock.New(redistest.NewClient(t, p.addr()), redislock.WithObserver(obs))
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	got := obtainAsync(ctx, c, []string{"lock"}, &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Minute)})
+	eventually(t, func() bool { return queueLen(t, b, "lock") == 1 }, "the waiter queues")
+	require.NoError(t, holder.Release(t.Context()))
+	r := <-got
+	require.NoError(t, r.err)
+	assert.Equal(t, 1, obs.last.Load().WokenByRelease)
+	require.NoError(t, r.lock.Release(t.Context()))
+}
+
+// subscribeCutter forwards connections to a server, and closes the first
+// one that sends a SUBSCRIBE, before the server sees it; it counts the
+// SUBSCRIBEs it sees.
+type subscribeCutter struct {
+	ln          net.Listener
+	mu          sync.Mutex
+	nCut, nSeen int
+}
+
+func startSubscribeCutter(t *testing.T, upstream string) *subscribeCutter {
+	t.Helper()
+	p := &subscribeCutter{}
+	p.ln = proxyConns(t, upstream, func(down, up net.Conn) {
+		context.AfterFunc(t.Context(), func() { down.Close(); up.Close() })
+		go func() { _, _ = io.Copy(down, up); down.Close() }()
+		go p.forward(down, up)
+	})
+	t.Cleanup(func() { p.ln.Close() })
+	return p
+}
+
+func (p *subscribeCutter) forward(down, up net.Conn) {
+	defer up.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := down.Read(buf)
+		if err != nil {
+			return
+		}
+		if subs := strings.Count(string(buf[:n]), "SUBSCRIBE"); subs > 0 {
+			p.mu.Lock()
+			p.nSeen += subs
+			cut := p.nCut == 0
+			if cut {
+				p.nCut++
+			}
+			p.mu.Unlock()
+			if cut {
+				down.Close()
+				return
+			}
+		}
+		if _, err := up.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (p *subscribeCutter) addr() string { return p.ln.Addr().String() }
+
+func (p *subscribeCutter) cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nCut
+}
+
+func (p *subscribeCutter) subscribes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nSeen
 }
 
 // The package-level Obtain waits as a long-lived Client does: its calls

@@ -177,6 +177,10 @@ func (e *env) commands(tb testing.TB, except ...string) int64 {
 type counter struct {
 	commands func(testing.TB) int64
 	before   int64
+	// cpu, when set, is the servers' CPU time (INFO cpu); with it, report
+	// adds the servers' and this process' CPU time per n.
+	cpu                   func(testing.TB) time.Duration
+	cpuBefore, selfBefore time.Duration
 }
 
 func (e *env) counter(tb testing.TB) counter {
@@ -193,5 +197,10 @@ func (c counter) report(b *testing.B, n int, unit string) {
 	after := c.commands(b)
 	if n > 0 {
 		b.ReportMetric(float64(after-c.before)/float64(n), unit)
+	}
+	if c.cpu != nil && n > 0 {
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+		b.ReportMetric(per(c.cpu(b)-c.cpuBefore), "srv-cpu-us/acq")
+		b.ReportMetric(per(selfCPU()-c.selfBefore), "proc-cpu-us/acq")
 	}
 }

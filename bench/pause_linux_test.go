@@ -14,3 +14,12 @@ func sleepMost(d time.Duration) {
 		_ = syscall.Nanosleep(&ts, nil)
 	}
 }
+
+// selfCPU is the CPU time this process has used (user and system).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +151,36 @@ func serversCounter(servers []*redistest.Server) func(testing.TB) counter {
 		}
 		return n
 	}
-	return func(tb testing.TB) counter { return counter{commands: commands, before: commands(tb)} }
+	cpu := func(tb testing.TB) time.Duration {
+		var d time.Duration
+		for _, s := range servers {
+			info, err := s.Do(tb, "INFO", "cpu")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			d += serverCPU(tb, info)
+		}
+		return d
+	}
+	return func(tb testing.TB) counter {
+		return counter{commands: commands, before: commands(tb), cpu: cpu, cpuBefore: cpu(tb), selfBefore: selfCPU()}
+	}
+}
+
+// serverCPU is the CPU time a server has used (used_cpu_sys and
+// used_cpu_user of INFO cpu).
+func serverCPU(tb testing.TB, info string) time.Duration {
+	var d time.Duration
+	for line := range strings.SplitSeq(info, "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (name != "used_cpu_sys" && name != "used_cpu_user") {
+			continue
+		}
+		sec, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			tb.Fatalf("INFO cpu: %s: %v", line, err)
+		}
+		d += time.Duration(sec * float64(time.Second))
+	}
+	return d
 }
