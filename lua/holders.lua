@@ -217,19 +217,16 @@ end
 -- with the same limit, would not fit; one with a higher limit has its
 -- place at the next release, or its next attempt).
 --
--- The head is taken with LPOP when it is likely to be granted (nobody
--- holds the key, or a semaphore's place freed) and put back if not, else
--- read with LINDEX: one command for the common case either way.
+-- The head is read with LINDEX and taken out with LPOP only once it is
+-- granted or dropped: an LPOP that took the last entry would delete the
+-- queue with its TTL (the longest wait of those queued, queue.lua), and
+-- putting it back could only guess a shorter one, after which a refreshed
+-- holder outlives the queue and its release tells nobody.
 local function fill(key, h, now, self, drop, offered)
 	local q = h and queue(key)
 	local n, entry, mine = 0, nil, nil
-	local pop = h and (h.n == 0 or h.kind == "s")
 	while q do
-		if pop then
-			entry = try("lpop", q)
-		else
-			entry = try("lindex", q, 0)
-		end
+		entry = try("lindex", q, 0)
 		if not entry then
 			break
 		end
@@ -239,16 +236,12 @@ local function fill(key, h, now, self, drop, offered)
 		if f[2] == self and not drop then
 			stop = true
 		elseif f[2] == self or (mark ~= "" and h.tokens[f[2]]) then
-			if not pop then
-				try("lpop", q)
-			end
+			try("lpop", q)
 		elseif mark == "" then
 			if h.n > 0 then
 				stop = true
 			else
-				if not pop then
-					try("lpop", q)
-				end
+				try("lpop", q)
 				if #f == 7 and f[7] == key and grantable(f) then
 					local fence, v = granted(f)
 					redis.call("set", key, v, "px", f[3])
@@ -269,9 +262,7 @@ local function fill(key, h, now, self, drop, offered)
 			try("publish", f[1], "w:" .. f[2])
 			stop = true
 		else
-			if not pop then
-				try("lpop", q)
-			end
+			try("lpop", q)
 			local fence = granted(f)
 			hold(key, h, mark, f[2], f[3], fence, f[5], now)
 			if f[2] == offered then
@@ -284,19 +275,8 @@ local function fill(key, h, now, self, drop, offered)
 				entry = "?"
 				break
 			end
-			pop = true
 		end
 		if stop then
-			-- Put back: when the LPOP took the last entry, Redis deleted
-			-- the queue with its TTL, and the LPUSH makes a queue without
-			-- one. That TTL (the longest wait of those queued, queue.lua)
-			-- is gone; the entry is kept while the key's leases last and a
-			-- second more, as its waiter still waits for them to end (a
-			-- live waiter queues itself again by its next attempt, if its
-			-- entry went first), so that a crashed Client's entry expires.
-			if pop and try("lpush", q, entry) == 1 then
-				try("pexpire", q, string.format("%d", remaining(h, now) + 1000))
-			end
 			break
 		end
 	end

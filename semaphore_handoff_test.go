@@ -1,0 +1,279 @@
+package redislock_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-223c80a0/redislock"
+)
+
+// Stress: several Clients, each with several goroutines, ObtainSemaphore
+// with random ctx timeouts (give-ups while offers, grants and attempts are
+// in flight), checks: never more than limit holders at once; then, once
+// all returned and a moment passed, every permit is free (nothing leaked)
+// and a final round of obtains completes promptly (no stuck waiter).
+func TestObtainSemaphore_stress(t *testing.T) {
+	for _, cf := range []struct{ limit, maxWait, maxHold int }{{2, 20, 2}, {1, 50, 5}, {3, 10, 1}, {1, 5, 0}} {
+		t.Run("", func(t *testing.T) { semStress(t, cf.limit, cf.maxWait, cf.maxHold) })
+	}
+}
+
+func semStress(t *testing.T, limit, maxWait, maxHold int) {
+	b := realBackend(t)
+	const (
+		nClients = 3
+		perC     = 5
+		rounds   = 40
+	)
+	var clients []*redislock.Client
+	for range nClients {
+		clients = append(clients, redislock.New(b.client))
+	}
+	b.mustDo(t, "PING")
+	var inside, maxInside atomic.Int64
+	var wg sync.WaitGroup
+	ctx := t.Context()
+	opt := &redislock.Options{RetryStrategy: forever}
+	var errs atomic.Int64
+	for ci := range nClients {
+		for range perC {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := clients[ci]
+				for range rounds {
+					d := time.Duration(1+rand.IntN(maxWait)) * time.Millisecond
+					octx, cancel := context.WithTimeout(ctx, d)
+					l, err := c.ObtainSemaphore(octx, "sem", limit, 10*time.Second, opt)
+					cancel()
+					if err != nil {
+						if !errors.Is(err, redislock.ErrNotObtained) && !errors.Is(err, context.DeadlineExceeded) {
+							errs.Add(1)
+							t.Log("obtain:", err)
+						}
+						continue
+					}
+					n := inside.Add(1)
+					for {
+						m := maxInside.Load()
+						if n <= m || maxInside.CompareAndSwap(m, n) {
+							break
+						}
+					}
+					time.Sleep(time.Duration(rand.IntN(maxHold*1000+1)) * time.Microsecond)
+					inside.Add(-1)
+					if err := l.Release(ctx); err != nil {
+						errs.Add(1)
+						t.Log("release:", err)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	require.LessOrEqual(t, maxInside.Load(), int64(limit), "more than limit holders at once")
+	require.Zero(t, errs.Load())
+	// Give-backs run in the background: give them a moment.
+	time.Sleep(500 * time.Millisecond)
+	require.Equal(t, 0, holderCount(t, b, "sem"), "permits held by nobody")
+
+	// Final round: every Client obtains limit permits one after the other,
+	// with a 3s ctx: a leaked count or a lost wake-up shows as a timeout.
+	for ci, c := range clients {
+		var ls []*redislock.Lock
+		for range limit {
+			octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			l, err := c.ObtainSemaphore(octx, "sem", limit, 10*time.Second, opt)
+			cancel()
+			require.NoError(t, err, "client %d", ci)
+			ls = append(ls, l)
+		}
+		for _, l := range ls {
+			require.NoError(t, l.Release(ctx))
+		}
+	}
+}
+
+// Mixed kinds on one key: exclusive, shared and semaphore obtains from
+// several Clients with give-ups. Exclusive alone; semaphore holders at
+// most limit and never beside shared or exclusive ones.
+func TestObtainKinds_mixedStress(t *testing.T) {
+	b := realBackend(t)
+	b.mustDo(t, "PING")
+	const limit = 2
+	var mu sync.Mutex
+	var nx, nr, ns int
+	var violations []string
+	check := func() {
+		if nx > 1 || (nx == 1 && (nr > 0 || ns > 0)) || ns > limit || (ns > 0 && nr > 0) {
+			violations = append(violations, "x="+itoa(nx)+" r="+itoa(nr)+" s="+itoa(ns))
+		}
+	}
+	ctx := t.Context()
+	opt := &redislock.Options{RetryStrategy: forever}
+	var wg sync.WaitGroup
+	for ci := range 3 {
+		c := redislock.New(b.client)
+		for gi := range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 30 {
+					kind := (ci + gi) % 3
+					if rand.IntN(4) == 0 {
+						kind = rand.IntN(3)
+					}
+					octx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(30))*time.Millisecond)
+					var l *redislock.Lock
+					var err error
+					switch kind {
+					case 0:
+						l, err = c.Obtain(octx, "mix", 10*time.Second, opt)
+					case 1:
+						l, err = c.ObtainShared(octx, "mix", 10*time.Second, opt)
+					default:
+						l, err = c.ObtainSemaphore(octx, "mix", limit, 10*time.Second, opt)
+					}
+					cancel()
+					if err != nil {
+						continue
+					}
+					mu.Lock()
+					p := []*int{&nx, &nr, &ns}[kind]
+					*p++
+					check()
+					mu.Unlock()
+					time.Sleep(time.Duration(rand.IntN(1500)) * time.Microsecond)
+					mu.Lock()
+					*p--
+					mu.Unlock()
+					if err := l.Release(ctx); err != nil {
+						t.Log("release:", err)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	require.Empty(t, violations)
+	time.Sleep(500 * time.Millisecond)
+	require.Equal(t, "0", b.mustDo(t, "EXISTS", "mix"), "nothing held once all left")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// Lock.TTL of semaphore holders with different leases, as the key's keep
+// moves up and back.
+func TestObtainSemaphore_ttlWithKeep(t *testing.T) {
+	b := realBackend(t)
+	ctx := t.Context()
+	c := redislock.New(b.client)
+	short, err := c.ObtainSemaphore(ctx, "sem", 3, 5*time.Second, nil)
+	require.NoError(t, err)
+	long, err := c.ObtainSemaphore(ctx, "sem", 3, time.Minute, nil)
+	require.NoError(t, err)
+	assertTTL(t, short, 5*time.Second)
+	assertTTL(t, long, time.Minute)
+	require.NoError(t, short.Refresh(ctx, 2*time.Minute, nil))
+	assertTTL(t, short, 2*time.Minute)
+	assertTTL(t, long, time.Minute)
+	require.NoError(t, short.Release(ctx))
+	assertTTL(t, long, time.Minute)
+	require.NoError(t, long.Refresh(ctx, 3*time.Second, nil))
+	assertTTL(t, long, 3*time.Second)
+	pttl, _ := strconv.Atoi(b.mustDo(t, "PTTL", "sem"))
+	require.LessOrEqual(t, pttl, 4000, "key kept at most a second past its last lease")
+	require.NoError(t, long.Release(ctx))
+	require.Equal(t, 0, b.dbsize(t))
+}
+
+// Short leases that end while held (dirty paths, keep moving both ways):
+// the server never has more than limit live holders.
+func TestObtainSemaphore_shortLeases(t *testing.T) {
+	b := realBackend(t)
+	b.mustDo(t, "PING")
+	const limit = 2
+	live := `local t = redis.call("time") local now = tonumber(t[1])*1000 + math.floor(tonumber(t[2])/1000)
+local n = 0 local h = redis.call("hgetall", KEYS[1])
+for i = 1, #h, 2 do if h[i] ~= "" then local e = tonumber(string.match(h[i+1], "^%d+") or "0") if e > now then n = n + 1 end end end
+return n`
+	ctx := t.Context()
+	stop := make(chan struct{})
+	var maxLive atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := b.client.Do(ctx, b.client.B().Eval().Script(live).Numkeys(1).Key("sem").Build()).AsInt64()
+			if err == nil && n > maxLive.Load() {
+				maxLive.Store(n)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 3 {
+		c := redislock.New(b.client)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 40 {
+					octx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(40))*time.Millisecond)
+					l, err := c.ObtainSemaphore(octx, "sem", limit, time.Duration(5+rand.IntN(40))*time.Millisecond, &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Hour)})
+					cancel()
+					if err != nil {
+						continue
+					}
+					time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+					_ = l.Release(ctx)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(stop)
+	require.LessOrEqual(t, maxLive.Load(), int64(limit))
+	time.Sleep(1200 * time.Millisecond)
+	require.Equal(t, 0, b.dbsize(t), "keys left behind")
+}
+
+// A semaphore attempt that finds a queued exclusive waiter first (writer
+// preference) leaves its entry, and the queue's TTL, as they were: the
+// waiter's later attempts find its entry (LPOS) and never lengthen the TTL
+// again, so a holder that refreshes (Watch) would otherwise outlive the
+// queue, its Release tell nobody, and the waiter sleep to the holder's
+// lease with the key free.
+func TestObtainSemaphore_putBackKeepsQueueTTL(t *testing.T) {
+	b := realBackend(t)
+	ctx := t.Context()
+	s1, err := redislock.New(b.client).ObtainSemaphore(ctx, "k", 3, 2*time.Second, nil)
+	require.NoError(t, err)
+	ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	e := obtainAsync(ectx, redislock.New(b.client), []string{"k"}, &redislock.Options{RetryStrategy: forever})
+	eventually(t, func() bool { return queueLen(t, b, "k") == 1 }, "the exclusive waiter queues")
+	t.Log("queue PTTL before:", b.mustDo(t, "PTTL", "k:redislock-waiters"))
+	_, err = redislock.New(b.client).ObtainSemaphore(ctx, "k", 3, time.Second, nil) // NoRetry: writer preference
+	require.ErrorIs(t, err, redislock.ErrNotObtained)
+	t.Log("queue PTTL after a semaphore attempt:", b.mustDo(t, "PTTL", "k:redislock-waiters"))
+	require.NoError(t, s1.Refresh(ctx, 10*time.Second, nil)) // as Watch would
+	time.Sleep(4 * time.Second)
+	t.Log("queue length at 4s:", queueLen(t, b, "k"))
+	released := time.Now()
+	require.NoError(t, s1.Release(ctx))
+	r := <-e
+	require.NoError(t, r.err)
+	require.Less(t, time.Since(released), time.Second, "the waiter was not told of the release")
+	require.NoError(t, r.lock.Release(ctx))
+}
