@@ -170,6 +170,39 @@ func TestObtainKinds_mixedStress(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
+// A semaphore re-obtained with the same token (one permit in Redis) is
+// counted once by its Client, and not at all once a Lock of the token
+// releases it: counted twice, with limit 1 its next waiter would stay out
+// of Redis' queue for good, and a permit freed by another Client never
+// reach it (it would sleep to its backoff, here the ctx).
+func TestObtainSemaphore_sameTokenCountedOnce(t *testing.T) {
+	b := realBackend(t)
+	ctx := t.Context()
+	a := redislock.New(b.client)
+	topt := &redislock.Options{Token: "tok-a"}
+	l1, err := a.ObtainSemaphore(ctx, "sem", 1, time.Minute, topt)
+	require.NoError(t, err)
+	l2, err := a.ObtainSemaphore(ctx, "sem", 1, time.Minute, topt) // refresh by re-obtain
+	require.NoError(t, err)
+	require.Equal(t, 1, holderCount(t, b, "sem"))
+	require.NoError(t, l2.Release(ctx))
+	_ = l1 // the same permit, gone with l2's Release
+	require.Equal(t, 0, holderCount(t, b, "sem"))
+
+	other := redislock.New(b.client)
+	hb, err := other.ObtainSemaphore(ctx, "sem", 1, time.Minute, nil)
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	w := obtainKindAsync(wctx, a, "sem", 1, &redislock.Options{RetryStrategy: forever})
+	time.Sleep(300 * time.Millisecond) // it made its attempt, and waits
+	require.NoError(t, hb.Release(ctx))
+	r := <-w
+	require.NoError(t, r.err, "the permit is free: the waiter should have it")
+	require.NoError(t, r.lock.Release(ctx))
+}
+
 // Lock.TTL of semaphore holders with different leases, as the key's keep
 // moves up and back.
 func TestObtainSemaphore_ttlWithKeep(t *testing.T) {

@@ -46,7 +46,8 @@ type localQueues struct {
 	// held counts, by key, the semaphore permits held by Locks of this
 	// Client (obtained, not yet released; a Lock whose lease ended unseen
 	// counts until its Release).
-	held map[string]int
+	held    map[string]int
+	permits map[permit]struct{} // the (key, token) pairs counted in held
 
 	// The tokens of waiters that returned without the lock and whose
 	// give-back is not done: an Obtain of the same (custom) token waits
@@ -54,6 +55,9 @@ type localQueues struct {
 	nSettling atomic.Int64
 	settling  map[string]*settlingToken
 }
+
+// permit is a semaphore's permit as Redis holds it: one a key and token.
+type permit struct{ key, token string }
 
 type settlingToken struct {
 	n    int

@@ -58,16 +58,26 @@ func (qs *localQueues) holdPermit(l *Lock) {
 	qs.countPermit(l)
 }
 
-// countPermit and uncountPermit keep held; called with qs.mu held.
+// countPermit and uncountPermit keep held, which counts tokens, not
+// Locks: an obtain by a token that holds a permit already (Options.Token)
+// refreshes that one permit in Redis, and a Release by any Lock of that
+// token gives it back, so every Lock of the token stops counting then.
+// Called with qs.mu held.
 func (qs *localQueues) countPermit(l *Lock) {
 	if l.counted {
 		return
 	}
+	l.counted = true
+	p := permit{l.keys[0], l.token}
+	if _, ok := qs.permits[p]; ok {
+		return
+	}
 	if qs.held == nil {
 		qs.held = make(map[string]int)
+		qs.permits = make(map[permit]struct{})
 	}
+	qs.permits[p] = struct{}{}
 	qs.held[l.keys[0]]++
-	l.counted = true
 }
 
 func (qs *localQueues) uncountPermit(l *Lock) {
@@ -75,6 +85,11 @@ func (qs *localQueues) uncountPermit(l *Lock) {
 		return
 	}
 	l.counted = false
+	p := permit{l.keys[0], l.token}
+	if _, ok := qs.permits[p]; !ok {
+		return // another Lock of the token gave it back
+	}
+	delete(qs.permits, p)
 	if qs.held[l.keys[0]]--; qs.held[l.keys[0]] <= 0 {
 		delete(qs.held, l.keys[0])
 	}
