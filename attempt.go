@@ -22,9 +22,11 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 	if a.w != nil && a.r.deadline && time.Until(a.r.limit) < a.margin() {
 		return true, a.giveUp(context.DeadlineExceeded)
 	}
+	a.skipped = false
 	if a.w != nil {
 		if !a.c.queues.beginAttempt(a.w) {
-			return false, nil // a Release offers it a permit: its answer comes first
+			a.skipped = true // a Release offers it a permit: its answer comes first
+			return false, nil
 		}
 		defer func() {
 			if !done {

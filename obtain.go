@@ -49,6 +49,7 @@ type obtainCall struct {
 	lastErr   error         // the last attempt's error; nil when it found the lock held
 	left      time.Duration // the holder's remaining TTL, when the last attempt told it
 	rtt       time.Duration // the last attempt's round trip
+	skipped   bool          // the last attempt was not sent: a Release of the Client offers the waiter a permit
 }
 
 // obtain validates, then runs an obtain of l (of any kind: l.kind), under
@@ -152,8 +153,17 @@ func (a *obtainCall) run(ctx context.Context) error {
 				return a.take(ctx, fence)
 			}
 		}
-		backoff := a.r.next(ctx)
-		if backoff == 0 {
+		var backoff time.Duration
+		if a.skipped {
+			// Its attempt waits for the answer of a Release that offers
+			// it a permit (settleOffer wakes it); that wait is no retry
+			// of its strategy, which would otherwise give up (LimitRetry)
+			// while the offer passes it the permit. The release timeout
+			// bounds it: each try of that Release settles its offer.
+			a.skipped = false
+			a.r.start(ctx)
+			backoff = a.c.releaseTimeout
+		} else if backoff = a.r.next(ctx); backoff == 0 {
 			return a.giveUp(nil)
 		}
 		if a.w == nil {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-223c80a0/redislock"
@@ -279,6 +282,106 @@ return n`
 	require.LessOrEqual(t, maxLive.Load(), int64(limit))
 	time.Sleep(1200 * time.Millisecond)
 	require.Equal(t, 0, b.dbsize(t), "keys left behind")
+}
+
+// gate2 holds the first EVALSHA that match accepts (once armed) until open.
+type gate2 struct {
+	held, open chan struct{}
+	match      func(args []string) bool
+	once       sync.Once
+	armed      atomic.Bool
+}
+
+type gates struct {
+	rueidis.Client
+	gs []*gate2
+}
+
+func (g *gates) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	args := cmd.Commands()
+	if strings.EqualFold(args[0], "EVALSHA") {
+		for _, x := range g.gs {
+			if x.armed.Load() && x.match(args) {
+				first := false
+				x.once.Do(func() { first = true })
+				if first {
+					close(x.held)
+					<-x.open
+				}
+				break
+			}
+		}
+	}
+	return g.Client.Do(ctx, cmd)
+}
+
+func newGate(match func([]string) bool) *gate2 {
+	return &gate2{held: make(chan struct{}), open: make(chan struct{}), match: match}
+}
+
+// A waiter woken while a Release of its Client offers it a permit skips its
+// attempt (beginAttempt), and its wait for that Release's answer is no retry
+// of its strategy: counted as one, with LimitRetry it would give up, not
+// obtained, while that Release passed the permit to it (then given back).
+func TestObtainSemaphore_offeredWaiterKeepsRetry(t *testing.T) {
+	b := realBackend(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	const limit = 2
+	var laToken atomic.Value
+	laToken.Store("\xff")
+	g1 := newGate(func(a []string) bool {
+		return slices.Contains(a, "sem") && !slices.Contains(a, laToken.Load().(string))
+	})
+	g2 := newGate(func(a []string) bool { return slices.Contains(a, laToken.Load().(string)) })
+	a := redislock.New(&gates{Client: b.client, gs: []*gate2{g2, g1}})
+	other := redislock.New(b.client)
+
+	// The channel of a is up: a waiter of a on another key.
+	hold, err := other.Obtain(ctx, "other", time.Minute, nil)
+	require.NoError(t, err)
+	keep := obtainAsync(ctx, a, []string{"other"}, &redislock.Options{RetryStrategy: forever})
+	eventually(t, func() bool { return queueLen(t, b, "other") == 1 }, "the channel is up")
+
+	la, err := a.ObtainSemaphore(ctx, "sem", limit, time.Minute, nil)
+	require.NoError(t, err)
+	laToken.Store(la.Token())
+	lb, err := other.ObtainSemaphore(ctx, "sem", limit, time.Minute, nil)
+	require.NoError(t, err)
+
+	g1.armed.Store(true)
+	w1 := obtainKindAsync(ctx, a, "sem", limit, &redislock.Options{RetryStrategy: forever})
+	<-g1.held // w1's first attempt, in flight
+	w2 := obtainKindAsync(ctx, a, "sem", limit, &redislock.Options{RetryStrategy: redislock.LimitRetry(forever, 1)})
+	time.Sleep(200 * time.Millisecond) // w2 waits behind w1
+
+	require.NoError(t, lb.Release(ctx)) // a permit free
+	g2.armed.Store(true)
+	relA := make(chan error, 1)
+	go func() { relA <- la.Release(context.Background()) }()
+	<-g2.held // la's Release offers its permit to w2 (w1's attempt is in flight)
+	close(g1.open)
+	r1 := <-w1
+	require.NoError(t, r1.err)
+	time.Sleep(200 * time.Millisecond) // w2 woken by w1's leave
+	var r2 result
+	select {
+	case r2 = <-w2:
+		t.Logf("w2 returned while la's offer to it was in flight: %v", r2.err)
+		close(g2.open)
+		require.NoError(t, <-relA)
+	default:
+		close(g2.open)
+		require.NoError(t, <-relA)
+		r2 = <-w2
+	}
+	require.NoError(t, r2.err, "la's permit was offered to w2")
+	require.NoError(t, r2.lock.Release(ctx))
+	require.NoError(t, r1.lock.Release(ctx))
+	require.NoError(t, hold.Release(ctx))
+	rk := <-keep
+	require.NoError(t, rk.err)
+	require.NoError(t, rk.lock.Release(ctx))
 }
 
 // A semaphore attempt that finds a queued exclusive waiter first (writer
