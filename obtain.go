@@ -272,8 +272,8 @@ func (a *obtainCall) wait(ctx context.Context, backoff time.Duration) wakeReason
 // grant is confirmed. A semaphore waiter granted a permit through the
 // channel while a Release of its Client offers it one waits for that
 // Release's answer first (within the release timeout): its script, run
-// after the caller gave the permit back, would grant the token again, and
-// nobody would give that permit back before its lease ended.
+// after the caller gave the permit back, would grant the token again. An
+// answer that comes later is a late grant, which settleOffer gives back.
 func (a *obtainCall) take(ctx context.Context, fence int64) error {
 	a.l.fence = fence
 	if a.l.kind.semaphore && a.c.queues.offered(a.w) {

@@ -231,6 +231,75 @@ func TestObtainSemaphore_ttlWithKeep(t *testing.T) {
 	require.Equal(t, 0, b.dbsize(t))
 }
 
+// A waiter granted a permit through the channel while a Release of its
+// Client offers it one waits for that Release's answer only up to the
+// release timeout (take, obtain.go). When the Release's script runs later,
+// after the caller released the Lock it returned, the script grants the
+// waiter's token again: that permit is nobody's, and is given back at once
+// (settleOffer), not left held until its lease ends nor counted by the
+// Client for good (held).
+func takeTimeoutSetup(t *testing.T) (backend, *redislock.Client) {
+	b := realBackend(t)
+	ctx := t.Context()
+	const limit = 2
+	g := &gated{Client: b.client, name: "EVALSHA", held: make(chan struct{}), open: make(chan struct{})}
+	a := redislock.New(g, redislock.WithReleaseTimeout(100*time.Millisecond))
+	other := redislock.New(b.client)
+	la, err := a.ObtainSemaphore(ctx, "sem", limit, time.Minute, nil)
+	require.NoError(t, err)
+	lb, err := other.ObtainSemaphore(ctx, "sem", limit, time.Minute, nil)
+	require.NoError(t, err)
+
+	w := obtainKindAsync(ctx, a, "sem", limit, &redislock.Options{RetryStrategy: forever})
+	eventually(t, func() bool { return queueLen(t, b, "sem") == 1 }, "the waiter queues in Redis")
+	time.Sleep(50 * time.Millisecond) // its attempt has returned
+
+	g.armed.Store(true)
+	relA := make(chan error, 1)
+	go func() { relA <- la.Release(context.Background()) }()
+	<-g.held // la's Release offered its permit to the waiter; its script is held
+
+	require.NoError(t, lb.Release(ctx)) // grants the waiter through the channel
+	r := <-w
+	require.NoError(t, r.err)
+	require.NoError(t, r.lock.Release(ctx), "the caller is done with its permit")
+
+	close(g.open)
+	require.NoError(t, <-relA)
+	time.Sleep(100 * time.Millisecond)
+	return b, a
+}
+
+func TestObtainSemaphore_offerLandsAfterTake(t *testing.T) {
+	b, _ := takeTimeoutSetup(t)
+	eventually(t, func() bool { return holderCount(t, b, "sem") == 0 }, "every Lock released: nobody holds a permit")
+}
+
+// The same, then the key is deleted (as if a late grant's lease ended):
+// the Client counts only the permits its Locks hold, so with one of its
+// own (limit 2) its next waiter queues in Redis, and a permit freed by
+// another Client reaches it. Counting the released Lock, it would believe
+// it holds both and keep the waiter out of Redis' queue for good.
+func TestObtainSemaphore_offerLandsAfterTake_countLeak(t *testing.T) {
+	b, a := takeTimeoutSetup(t)
+	ctx := t.Context()
+	b.mustDo(t, "DEL", "sem") // the phantom lease ends
+	other := redislock.New(b.client)
+	lc, err := other.ObtainSemaphore(ctx, "sem", 2, time.Minute, nil)
+	require.NoError(t, err)
+	la, err := a.ObtainSemaphore(ctx, "sem", 2, time.Minute, nil)
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	w := obtainKindAsync(wctx, a, "sem", 2, &redislock.Options{RetryStrategy: forever})
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, lc.Release(ctx))
+	r := <-w
+	require.NoError(t, r.err, "lc's permit is free")
+	require.NoError(t, r.lock.Release(ctx))
+	require.NoError(t, la.Release(ctx))
+}
+
 // Short leases that end while held (dirty paths, keep moving both ways):
 // the server never has more than limit live holders.
 func TestObtainSemaphore_shortLeases(t *testing.T) {

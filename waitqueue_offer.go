@@ -173,6 +173,31 @@ func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, 
 	defer qs.mu.Unlock()
 	w.offers--
 	granted = err == nil && code >= 3
+	if granted && w.state == wsObtained && w.l.kind.semaphore {
+		// A late grant. w's Obtain returned a permit granted by another
+		// Release's script (take waits for this answer only within the
+		// release timeout), and this script ran after it: it grants only
+		// a token that holds no permit at the time (holders_release.lua:
+		// fill passes over, and the offer skips, a token among the
+		// holders), and no grant can reach w after it (a later script
+		// finds its token holding; w makes no attempt while offered,
+		// beginAttempt), so the Lock w returned had been released or its
+		// lease had ended. The permit granted now is nobody's: it is
+		// given back at once, and not counted beyond that give-back (its
+		// release uncounts w.l). A Lock of w's that still holds it
+		// after all (its lease ended unseen, and its Refresh came after
+		// this grant) loses it as it would have lost its lease.
+		// Meanwhile an Obtain of this Client with w's token waits for
+		// the give-back (markSettling).
+		// The permit moves from rel to w.l in the count, as a grant's
+		// does; the give-back's release passes it on or wakes the first
+		// waiter (releasedPermit).
+		qs.uncountPermit(rel)
+		qs.countPermit(w.l)
+		w.step(evSettle)
+		qs.markSettling(w.l.token)
+		return true, false
+	}
 	dropped := false // the Client counts a permit fewer
 	if w.l.kind.semaphore {
 		dropped = rel.counted && !granted
