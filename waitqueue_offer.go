@@ -182,19 +182,24 @@ func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, 
 		// holders), and no grant can reach w after it (a later script
 		// finds its token holding; w makes no attempt while offered,
 		// beginAttempt), so the Lock w returned had been released or its
-		// lease had ended. The permit granted now is nobody's: it is
-		// given back at once, and not counted beyond that give-back (its
-		// release uncounts w.l). A Lock of w's that still holds it
-		// after all (its lease ended unseen, and its Refresh came after
-		// this grant) loses it as it would have lost its lease.
-		// Meanwhile an Obtain of this Client with w's token waits for
-		// the give-back (markSettling).
-		// The permit moves from rel to w.l in the count, as a grant's
-		// does; the give-back's release passes it on or wakes the first
-		// waiter (releasedPermit).
+		// lease had ended. rel's permit passed to w's token.
 		qs.uncountPermit(rel)
-		qs.countPermit(w.l)
 		w.step(evSettle)
+		if _, ok := qs.permits[permit{w.l.keys[0], w.l.token}]; ok {
+			// A Lock of the token counts as holding a permit (w's, whose
+			// lease ended unseen, or a later obtain by the same
+			// Options.Token): it holds this one now, and its Release
+			// gives it back.
+			return false, false
+		}
+		// Nobody's: it is given back at once (the give-back's release
+		// passes it on, or wakes the first waiter), and an Obtain of
+		// this Client by w's token waits for that (markSettling). Only
+		// an obtain by w's token sent before now, whose script ran after
+		// this one (it found the permit its own) and whose reply is not
+		// in yet, loses it to the give-back: a caller that reuses its
+		// Options.Token at once after its Release.
+		qs.countPermit(w.l)
 		qs.markSettling(w.l.token)
 		return true, false
 	}
