@@ -22,6 +22,18 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 	if a.w != nil && a.r.deadline && time.Until(a.r.limit) < a.margin() {
 		return true, a.giveUp(context.DeadlineExceeded)
 	}
+	a.skipped = false
+	if a.w != nil {
+		if !a.c.queues.beginAttempt(a.w) {
+			a.skipped = true // a Release offers it a permit: its answer comes first
+			return false, nil
+		}
+		defer func() {
+			if !done {
+				a.c.queues.endAttempt(a.w)
+			}
+		}()
+	}
 	mode := a.queue(ctx)
 	if queueOnly && mode != queueFirst && mode != queueAgain {
 		return false, nil
@@ -39,6 +51,8 @@ func (a *obtainCall) attempt(ctx context.Context, queueOnly bool) (done bool, er
 		a.l.fence = rep.fence
 		if a.w != nil {
 			a.leave(true)
+		} else if a.l.kind.semaphore {
+			a.c.queues.holdPermit(a.l)
 		}
 		return true, nil
 	case rep.err == nil:

@@ -100,7 +100,7 @@ var libraryScripts = sync.OnceValues(func() (map[string]libraryScript, error) {
 	head := files["owned.lua"] + "local cluster = false\n" + files["queue.lua"]
 	scripts := map[string]libraryScript{}
 	for file, body := range map[string]string{
-		"obtain.lua":  head + files["obtain.lua"],
+		"obtain.lua":  head + files["holders.lua"] + files["obtain.lua"],
 		"release.lua": head + files["holders.lua"] + files["release.lua"],
 		"refresh.lua": files["owned.lua"] + files["refresh.lua"],
 		"pttl.lua":    files["owned.lua"] + files["pttl.lua"],

@@ -67,11 +67,15 @@ package redislock
 // and share the wait queue of queue.lua. A kind whose release may grant
 // several waiters at once publishes a grant to each; the engine reads a
 // grant per waiter, so it needs no change for that. Shared locks and
-// semaphores are such a kind (holders.lua, shared.go): a Lock knows its
-// kind (for Refresh, TTL and Release), a waiter's entry carries it, and
-// their waiters queue in Redis one goroutine each, since a release may
-// grant several at once; the exclusive kind alone starts with a plain SET
-// NX and hands a lock to a waiter of its own Client.
+// semaphores are such a kind (holders.lua, shared.go, semaphore.go): a
+// Lock knows its kind (for Refresh, TTL and Release), a waiter's entry
+// carries it. Shared waiters queue in Redis one goroutine each, since a
+// release may grant several at once; semaphore waiters queue locally as
+// the exclusive kind's do, and a Release of a permit offers it to a local
+// waiter (one that no other Release in flight offers one to, and whose own
+// attempt is not in flight). The exclusive kind alone starts with a plain
+// SET NX; the others, on a Client whose channel is up, queue the waiter
+// with their first attempt.
 //
 // A kind over several deployments (a quorum, quorum.go) is a Client whose
 // q field holds its nodes, each a single-server Client. The engine's calls

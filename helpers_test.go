@@ -162,6 +162,7 @@ func (f *flaky) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResu
 }
 
 // awaitBlocked waits, up to 5s, until n goroutines started by obtainAsync
+// (or obtainKindAsync)
 // are blocked in the library itself: not running, not waiting for a Redis
 // reply (no rueidis frame on the stack), but parked in a select, a channel
 // receive or a sync.Cond. A waiter behind another of its Client makes no
@@ -182,7 +183,7 @@ func awaitBlocked(t *testing.T, n int) {
 			header, stack, _ := strings.Cut(g, "\n")
 			parked := strings.Contains(header, " [select") || strings.Contains(header, " [chan receive") ||
 				strings.Contains(header, " [sync.Cond.Wait")
-			if parked && strings.Contains(stack, "redislock_test.obtainAsync.func") &&
+			if parked && (strings.Contains(stack, "redislock_test.obtainAsync.func") || strings.Contains(stack, "redislock_test.obtainKindAsync.func")) &&
 				!strings.Contains(stack, "github.com/redis/rueidis") {
 				blocked++
 			}

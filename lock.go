@@ -61,6 +61,7 @@ type Lock struct {
 	metadata string
 	fence    int64
 	obtained time.Duration  // since clockBase, when the client has an observer
+	counted  bool           // its token's semaphore permit counted in its Client's localQueues.held (countPermit); guarded by their mutex
 	tokenBuf [tokenLen]byte // backs a random token: no second allocation
 }
 

@@ -52,10 +52,12 @@ var (
 
 	// Each kind comes in two builds: a cluster names each wait queue in its
 	// key's hash slot.
-	exclusive        = newExclusive(false)
-	exclusiveCluster = newExclusive(true)
-	holders          = newHolders(false) // shared.go, semaphore.go
-	holdersCluster   = newHolders(true)
+	exclusive         = newExclusive(false)
+	exclusiveCluster  = newExclusive(true)
+	holders           = newHolders(false) // shared.go
+	holdersCluster    = newHolders(true)
+	semaphores        = newSemaphores(holders) // semaphore.go
+	semaphoresCluster = newSemaphores(holdersCluster)
 )
 
 type luaScript struct {
@@ -70,12 +72,14 @@ func newLuaScript(body string) luaScript {
 // kind is a kind of lock: its scripts. obtain and release take obtain.lua's
 // and release.lua's KEYS and ARGV and answer in their terms; refresh and
 // pttl those of refresh.lua and pttl.lua. An exclusive kind's first attempt
-// may be a plain SET NX, and its Release offers the lock to a waiter of its
-// Client; the other kinds' waiters each queue in Redis (waitqueue.go).
+// may be a plain SET NX. The Release of an exclusive lock or a semaphore's
+// permit offers it to a waiter of its Client; shared waiters each queue in
+// Redis (waitqueue.go).
 type kind struct {
 	obtain, release, refresh luaScript
 	pttl                     *rueidis.Lua
 	exclusive                bool
+	semaphore                bool
 }
 
 // scriptHead is what every script of a kind starts with: owned.lua, whether
@@ -87,7 +91,7 @@ func scriptHead(cluster bool) string {
 func newExclusive(cluster bool) *kind {
 	head := scriptHead(cluster)
 	return &kind{
-		obtain:    newLuaScript(head + luaObtain),
+		obtain:    newLuaScript(head + luaHolders + luaObtain),
 		release:   newLuaScript(head + luaHolders + luaRelease),
 		refresh:   scriptRefresh,
 		pttl:      scriptPTTL,
@@ -100,6 +104,7 @@ type Client struct {
 	cluster        bool
 	kind           *kind // exclusive or exclusiveCluster
 	holders        *kind // holders or holdersCluster
+	semaphores     *kind // semaphores or semaphoresCluster
 	observer       Observer
 	releaseTimeout time.Duration
 	replicas       int64 // WithReplicas
@@ -125,10 +130,11 @@ func New(client rueidis.Client, opts ...ClientOption) *Client {
 		cluster:        client.Mode() == rueidis.ClientModeCluster,
 		kind:           exclusive,
 		holders:        holders,
+		semaphores:     semaphores,
 		releaseTimeout: DefaultReleaseTimeout,
 	}
 	if c.cluster {
-		c.kind, c.holders = exclusiveCluster, holdersCluster
+		c.kind, c.holders, c.semaphores = exclusiveCluster, holdersCluster, semaphoresCluster
 	}
 	c.sub.init(c)
 	for _, opt := range opts {

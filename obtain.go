@@ -35,6 +35,7 @@ type obtainCall struct {
 	o     *Options
 	ttl   string // in milliseconds
 	mark  string // the kind of a shared or semaphore obtain: "r", or the limit; "" exclusive
+	limit int    // a semaphore's
 	r     retrier
 	w     *waiter // nil until it waits
 	stats waitStats
@@ -48,6 +49,7 @@ type obtainCall struct {
 	lastErr   error         // the last attempt's error; nil when it found the lock held
 	left      time.Duration // the holder's remaining TTL, when the last attempt told it
 	rtt       time.Duration // the last attempt's round trip
+	skipped   bool          // the last attempt was not sent: a Release of the Client offers the waiter a permit
 }
 
 // obtain validates, then runs an obtain of l (of any kind: l.kind), under
@@ -71,6 +73,9 @@ func (c *Client) obtain(ctx context.Context, op Op, l *Lock, ttl time.Duration, 
 	}
 	c.end(ctx, ev, err)
 	if err != nil {
+		if l.kind != nil && l.kind.semaphore {
+			c.queues.forgetPermit(l)
+		}
 		return nil, err
 	}
 	return l, nil
@@ -89,7 +94,7 @@ func (a *obtainCall) validate(ctx context.Context, op Op, ttl time.Duration, lim
 		if limit < 1 {
 			return fmt.Errorf("%w: %d is under 1", ErrInvalidLimit, limit)
 		}
-		a.mark = strconv.Itoa(limit)
+		a.mark, a.limit = strconv.Itoa(limit), limit
 	}
 	if a.mark != "" && a.c.q != nil {
 		// Holders over a majority of nodes would need a majority of
@@ -132,6 +137,9 @@ func (a *obtainCall) validate(ctx context.Context, op Op, ttl time.Duration, lim
 // Whether a failed attempt may be retried is decided by classify alone.
 func (a *obtainCall) run(ctx context.Context) error {
 	waiting := a.joinBehind()
+	if !waiting && a.queueAtOnce(ctx) {
+		a.join(false)
+	}
 	for {
 		if !waiting {
 			if done, err := a.attempt(ctx, false); done {
@@ -145,8 +153,17 @@ func (a *obtainCall) run(ctx context.Context) error {
 				return a.take(ctx, fence)
 			}
 		}
-		backoff := a.r.next(ctx)
-		if backoff == 0 {
+		var backoff time.Duration
+		if a.skipped {
+			// Its attempt waits for the answer of a Release that offers
+			// it a permit (settleOffer wakes it); that wait is no retry
+			// of its strategy, which would otherwise give up (LimitRetry)
+			// while the offer passes it the permit. The release timeout
+			// bounds it: each try of that Release settles its offer.
+			a.skipped = false
+			a.r.start(ctx)
+			backoff = a.c.releaseTimeout
+		} else if backoff = a.r.next(ctx); backoff == 0 {
 			return a.giveUp(nil)
 		}
 		if a.w == nil {
@@ -174,17 +191,35 @@ func (a *obtainCall) run(ctx context.Context) error {
 }
 
 // joinBehind is step 1: it queues a newcomer behind the goroutines of its
-// Client that wait for the same keys, if there are any.
+// Client that wait for the same keys, if there are any. A semaphore obtain
+// that may not wait (NoRetry) makes its one attempt instead: the first of
+// them may be on its first attempt, with permits free.
 func (a *obtainCall) joinBehind() bool {
-	if a.c.queues.n.Load() == 0 {
+	if a.c.queues.n.Load() == 0 || (a.l.kind.semaphore && !a.r.mayWait()) {
 		return false
 	}
 	return a.join(true)
 }
 
+// queueAtOnce tells whether the first attempt of a shared or semaphore
+// obtain is to queue the waiter in Redis if it finds the key held: when it
+// may wait at all (its retry strategy is not NoRetry) and its Client's
+// channel is up already (it is kept a while after the last waiter, so a
+// contended key has it). Its script reads the holders either way: the
+// queueing costs no second attempt. An exclusive obtain's first attempt is
+// a plain SET NX instead, which queues nothing.
+func (a *obtainCall) queueAtOnce(ctx context.Context) bool {
+	if a.l.kind.exclusive || a.c.q != nil || !a.r.mayWait() || !a.c.sub.up() {
+		return false
+	}
+	a.r.start(ctx)
+	return true
+}
+
 // join puts the obtain in its local queue (behind: only behind others).
 func (a *obtainCall) join(behind bool) bool {
 	w := newWaiter(a.l, a.ttl, a.o, a.mark, a.c.sub.channel)
+	w.limit = a.limit
 	if !a.c.queues.join(w, behind) {
 		return false
 	}
@@ -234,9 +269,25 @@ func (a *obtainCall) wait(ctx context.Context, backoff time.Duration) wakeReason
 }
 
 // take is step 5: the lock passed to the waiter. With WithReplicas, the
-// grant is confirmed.
+// grant is confirmed. A semaphore waiter granted a permit through the
+// channel while a Release of its Client offers it one waits for that
+// Release's answer first (within the release timeout): its script, run
+// after the caller gave the permit back, would grant the token again. An
+// answer that comes later is a late grant, which settleOffer gives back.
 func (a *obtainCall) take(ctx context.Context, fence int64) error {
 	a.l.fence = fence
+	if a.l.kind.semaphore && a.c.queues.offered(a.w) {
+		t := time.NewTimer(a.c.releaseTimeout)
+		for a.c.queues.offered(a.w) {
+			select {
+			case <-a.w.signal:
+				continue
+			case <-t.C:
+			}
+			break
+		}
+		t.Stop()
+	}
 	a.leave(true)
 	if a.c.replicas > 0 {
 		return a.c.confirm(ctx, a.l, a.ttl)

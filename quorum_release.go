@@ -32,7 +32,7 @@ func (q *quorum) unlock(ctx context.Context, i int, l *Lock, args []string) erro
 func (q *quorum) release(ctx context.Context, c *Client, l *Lock, by releaser, ev *Event) error {
 	var w *waiter
 	if c.queues.n.Load() > 0 {
-		w = c.queues.offer(l.keys)
+		w = c.queues.offer(queueName(l.keys))
 	}
 	args := []string{l.token, releasedChannel(l.keys), c.sub.channel}
 	unlock := func(ctx context.Context, i int) nodeReply {
@@ -60,7 +60,7 @@ func (q *quorum) release(ctx context.Context, c *Client, l *Lock, by releaser, e
 		err = rueidis.Nil
 	}
 	if w != nil {
-		if giveBack, _ := c.queues.settleOffer(w, 1, err, by == byHolder); giveBack {
+		if giveBack, _ := c.queues.settleOffer(w, l, 1, err, by == byHolder); giveBack {
 			c.startGiveBack(w)
 		}
 	}

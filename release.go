@@ -108,11 +108,15 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 		return c.q.release(ctx, c, l, by, nil) // nothing of a quorum waiter is queued in Redis: drop is ""
 	}
 	var w *waiter
-	if c.queues.n.Load() > 0 && l.kind.exclusive {
-		w = c.queues.offer(l.keys)
+	if c.queues.n.Load() > 0 && (l.kind.exclusive || l.kind.semaphore) {
+		w = c.queues.offer(lockQueueName(l))
 	}
 	if w == nil && drop == "" {
-		return l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
+		err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token}).Error()
+		if l.kind.semaphore {
+			c.queues.releasedPermit(l, err)
+		}
+		return err
 	}
 	var offered string
 	if w != nil {
@@ -120,9 +124,12 @@ func (c *Client) releaseOnce(ctx context.Context, l *Lock, by releaser, drop str
 	}
 	code, err := l.kind.release.lua.Exec(ctx, c.client, c.scriptKeys(l.keys, ""), []string{l.token, drop, offered}).AsInt64()
 	if w == nil {
+		if l.kind.semaphore {
+			c.queues.releasedPermit(l, err)
+		}
 		return err
 	}
-	switch giveBack, granted := c.queues.settleOffer(w, code, err, by == byHolder); {
+	switch giveBack, granted := c.queues.settleOffer(w, l, code, err, by == byHolder); {
 	case giveBack:
 		c.startGiveBack(w)
 	case granted:

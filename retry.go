@@ -16,7 +16,8 @@ import (
 // LimitRetry(s, n) allows n waits, and a wake-up that loses the race (an
 // ObtainMulti whose other keys are still held) uses one up. The first wait
 // of a Client's first waiter starts with one more round trip, which queues
-// it in Redis. A Refresh waits only after a transport error, for the whole
+// it in Redis (a shared or semaphore obtain on a Client whose channel is up
+// is queued by its first attempt instead). A Refresh waits only after a transport error, for the whole
 // backoff.
 //
 // The strategies built by this package are templates: each Obtain, ObtainMulti
@@ -153,6 +154,21 @@ func (r *retrier) start(ctx context.Context) {
 	if r.limit, r.deadline = ctx.Deadline(); !r.deadline {
 		r.limit = time.Now().Add(r.ttl)
 	}
+}
+
+// mayWait tells whether the strategy may allow a wait at all: false for
+// NoRetry (and LinearBackoff under 1ns) and a LimitRetry of none; true for
+// any other, a user's own included.
+func (r *retrier) mayWait() bool {
+	switch s := r.template.(type) {
+	case nil:
+		return false
+	case linearBackoff:
+		return s > 0
+	case *limitedRetry:
+		return s.max > 0
+	}
+	return true
 }
 
 // next returns the backoff of the next wait: 0 when the strategy allows no

@@ -12,8 +12,16 @@ import (
 // server's clock, as with ObtainShared: the Lock's Refresh, Release, TTL and
 // Watch act on its own, and a holder that vanishes frees its permit when
 // its lease ends, with no call from anyone. A Release passes its permit to
-// the first waiter in its own script, so that nobody takes it in between;
-// waiters have permits in arrival order.
+// the first waiter in its own script, so that nobody takes it in between:
+// one queued in Redis, else a goroutine of the same Client waiting for the
+// key (the goroutines of one Client queue behind one another, and only the
+// first is queued in Redis); waiters have permits in arrival order, but
+// that a Release passes over a waiter whose own attempt is in flight (that
+// attempt may take a permit). While
+// its Client holds as many permits as its limit, the first waits for that
+// Client's Releases alone, out of Redis' queue (a Lock counts as held until
+// its Release, even once its lease ended unseen: one never released keeps
+// the Client's waiters to their retry strategy and the holders' leases).
 //
 // The limit is the caller's, and is not stored: a call with limit n takes a
 // permit while fewer than n tokens hold the key, and a queued waiter has one
@@ -21,7 +29,9 @@ import (
 // on one key each get their own: a deployment that raises its limit from 4
 // to 8 admits up to 8 at once as soon as its new callers run; one that
 // lowers it from 8 to 4 admits nobody new until fewer than 4 hold the key,
-// and holders of the old limit keep their permits until they leave. A key
+// and holders of the old limit keep their permits until they leave; while
+// both are in use, a waiter of the higher limit queued behind one of the
+// lower may have its permit only at the next release. A key
 // held by a shared lock (ObtainShared) or an exclusive one (Obtain) is held
 // for ObtainSemaphore too, until its holders leave; an exclusive Obtain of
 // a key held by a semaphore finds it held.
@@ -36,5 +46,13 @@ import (
 // A quorum Client (NewQuorum) takes exclusive locks only: there it
 // returns an error wrapping errors.ErrUnsupported, and sends nothing.
 func (c *Client) ObtainSemaphore(ctx context.Context, key string, limit int, ttl time.Duration, opt *Options) (*Lock, error) {
-	return c.obtain(ctx, OpObtainSemaphore, c.newLock(c.holders, key), ttl, opt, limit)
+	return c.obtain(ctx, OpObtainSemaphore, c.newLock(c.semaphores, key), ttl, opt, limit)
+}
+
+// newSemaphores returns the kind of semaphores: the scripts of shared locks
+// (holders), whose Release offers its permit to a waiter of its Client.
+func newSemaphores(holders *kind) *kind {
+	k := *holders
+	k.semaphore = true
+	return &k
 }

@@ -107,6 +107,13 @@ func (s *subscription) register(ctx context.Context, w *waiter, deadline time.Ti
 	return true
 }
 
+// up tells whether the channel is up now.
+func (s *subscription) up() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state == subUp
+}
+
 // unregister stops the delivery of messages to w, once it can no longer be
 // granted anything (obtained, or given back).
 func (s *subscription) unregister(w *waiter) {

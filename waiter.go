@@ -51,6 +51,13 @@ type waiter struct {
 	inflight int   // commands that may queue or grant it, not yet settled
 	fence    int64 // with wsGranted
 	sent     bool  // an attempt carried its entry: it may be in Redis' queue
+	offers   int   // Releases of its Client in flight that offered it the lock
+	limit    int   // a semaphore waiter's limit
+	// attempting: a semaphore waiter's attempt is in flight, or obtained
+	// and the waiter has not left yet; no Release offers it a permit
+	// meanwhile (one that it might take after the waiter's own permit was
+	// given back, for nobody).
+	attempting bool
 }
 
 // step applies e to w, and reports whether what w may hold in Redis (a
@@ -101,8 +108,6 @@ func (w *waiter) wake() {
 	default:
 	}
 }
-
-// keyQueue is the waiters of one Client for one set of keys, in arrival
 
 // newWaiter returns a waiter for l; mark is its kind ("" exclusive, "r"
 // shared, or a semaphore's limit) and channel names its Client's pub/sub

@@ -16,17 +16,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/rueidis"
 )
 
+// keyQueue is the waiters of one Client for one set of keys, in arrival
 // order.
 type keyQueue struct {
 	name    string
 	waiters []*waiter
 	// local is set while the lock is held by a goroutine of this Client
 	// that obtained it from this queue: the next waits for its Release,
-	// which offers it the lock, and stays out of Redis' queue.
+	// which offers it the lock, and stays out of Redis' queue. Never set
+	// for a semaphore's queue: its Client holds all the permits a waiter
+	// may have when held says so (localHold).
 	local bool
 }
 
@@ -42,6 +43,11 @@ type localQueues struct {
 	n    atomic.Int64 // waiters in all: a Release looks no further when 0
 	mu   sync.Mutex
 	keys map[string]*keyQueue
+	// held counts, by key, the semaphore permits held by Locks of this
+	// Client (obtained, not yet released; a Lock whose lease ended unseen
+	// counts until its Release).
+	held    map[string]int
+	permits map[permit]struct{} // the (key, token) pairs counted in held
 
 	// The tokens of waiters that returned without the lock and whose
 	// give-back is not done: an Obtain of the same (custom) token waits
@@ -49,6 +55,9 @@ type localQueues struct {
 	nSettling atomic.Int64
 	settling  map[string]*settlingToken
 }
+
+// permit is a semaphore's permit as Redis holds it: one a key and token.
+type permit struct{ key, token string }
 
 type settlingToken struct {
 	n    int
@@ -64,14 +73,26 @@ func queueName(keys []string) string {
 	return strings.Join(keys, "\x00")
 }
 
+// lockQueueName is the name of the local queue of l's waiters: queueName of
+// its keys, and for a semaphore NUL and its key (never an exclusive
+// queue's name, whose first key is not empty).
+func lockQueueName(l *Lock) string {
+	if l.kind.semaphore {
+		return "\x00" + l.keys[0]
+	}
+	return queueName(l.keys)
+}
+
 // join puts w at the end of its queue. With behind set, it does so only
 // when other waiters are queued already (a newcomer does not overtake them),
 // and reports whether it did; the check and the join are one step. A
-// waiter of a kind that several may hold at once (a shared lock, a
-// semaphore) has a queue of its own, kept out of the map: it queues in
-// Redis itself, where a release may grant it together with others.
+// shared waiter has a queue of its own, kept out of the map: it queues in
+// Redis itself, where a release may grant it together with others. The
+// semaphore waiters of a key queue as an exclusive lock's do: only the
+// first talks to Redis, and a Release of a permit by the Client offers it
+// to the first.
 func (qs *localQueues) join(w *waiter, behind bool) bool {
-	if !w.l.kind.exclusive {
+	if !w.l.kind.exclusive && !w.l.kind.semaphore {
 		if behind {
 			return false
 		}
@@ -81,7 +102,7 @@ func (qs *localQueues) join(w *waiter, behind bool) bool {
 		qs.n.Add(1)
 		return true
 	}
-	name := queueName(w.l.keys)
+	name := lockQueueName(w.l)
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	q := qs.keys[name]
@@ -110,11 +131,24 @@ func (qs *localQueues) first(w *waiter) bool {
 
 // mayQueue tells whether w is to be queued in Redis by its next attempt:
 // it is the first of its queue and the lock is not held by a goroutine of
-// its Client (whose Release will offer it the lock).
+// its Client (whose Release will offer it the lock): for a semaphore, not
+// every permit under w's limit.
 func (qs *localQueues) mayQueue(w *waiter) bool {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	return w.q.first() == w && !w.q.local
+	return w.q.first() == w && !qs.localHold(w)
+}
+
+// localHold tells whether only a Release of w's Client can end w's wait:
+// the lock is held by a goroutine of the Client (keyQueue.local), or, for a
+// semaphore, its Client holds as many permits as w's limit (so nobody else
+// holds one: a Release of another Client frees none). Called with qs.mu
+// held.
+func (qs *localQueues) localHold(w *waiter) bool {
+	if w.l.kind.semaphore {
+		return qs.held[w.l.keys[0]] >= w.limit
+	}
+	return w.q.local
 }
 
 // sentEntry tells whether an attempt carried w's entry: it may be in
@@ -132,7 +166,7 @@ func (qs *localQueues) sentEntry(w *waiter) bool {
 func (qs *localQueues) expose(w *waiter) (again, ok bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
-	if w.q.first() != w || w.q.local {
+	if w.q.first() != w || qs.localHold(w) {
 		return false, false
 	}
 	again, w.sent = w.sent, true
@@ -171,13 +205,16 @@ func (qs *localQueues) grant(w *waiter, fence int64) (giveBack bool) {
 
 // leave takes w out of its queue once its Obtain returns, with the lock or
 // without; the next waiter, when it becomes the first and the lock is not
-// held by this Client, is woken to go on in its place. done reports that
+// held by this Client (localHold), is woken to go on in its place. done reports that
 // nothing can reach w any more (it obtained, or held nothing).
 func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
 	q := w.q
 	wasFirst := q.first() == w
+	// A semaphore waiter that took a free permit by its own attempt (not
+	// passed to it): more may be free, and the next one tries too.
+	freePermit := obtained && w.l.kind.semaphore && w.state != wsGranted
 	for i, x := range q.waiters {
 		if x == w {
 			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
@@ -185,7 +222,11 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		}
 	}
 	if obtained {
-		q.local = true
+		if w.l.kind.semaphore {
+			qs.countPermit(w.l)
+		} else {
+			q.local = true
+		}
 		w.step(evObtain)
 	} else {
 		giveBack = w.step(evGiveUp)
@@ -199,7 +240,7 @@ func (qs *localQueues) leave(w *waiter, obtained bool) (giveBack, done bool) {
 		if qs.keys[q.name] == q {
 			delete(qs.keys, q.name)
 		}
-	case wasFirst && !q.local:
+	case wasFirst && !qs.localHold(next), freePermit:
 		next.wake()
 	}
 	return giveBack, w.state == wsObtained || (w.state == wsLeft && !giveBack)
@@ -257,25 +298,6 @@ func (qs *localQueues) awaitSettled(ctx context.Context, token string, timeout t
 	}
 }
 
-// offer returns the first waiter for keys, exposed, for a Release of this
-// Client to offer the lock to; nil when there is none, or it was granted
-// the lock already. Every offer that returns a waiter is followed by one
-// settleOffer.
-func (qs *localQueues) offer(keys []string) *waiter {
-	qs.mu.Lock()
-	defer qs.mu.Unlock()
-	q := qs.keys[queueName(keys)]
-	if q == nil {
-		return nil
-	}
-	w := q.first()
-	if w == nil || (w.state != wsLocal && w.state != wsExposed) {
-		return nil
-	}
-	w.step(evExpose)
-	return w
-}
-
 // wakeFirst wakes the first waiter of the queue named name (queueName), if
 // there is one: the lock was released by another Client (quorum_wake.go),
 // so it is not held by this one.
@@ -289,52 +311,4 @@ func (qs *localQueues) wakeFirst(name string) {
 			w.wake()
 		}
 	}
-}
-
-// settleOffer tells w what became of the lock its Release offered it:
-// passed to it (code >= 3, fence token code-3), to a waiter queued in Redis
-// (2), or freed (1); after a transport error the Release may have passed it
-// the lock (w's next attempt finds it its own); after a nil reply (the
-// releasing token held nothing) nothing changed. Unless w has it, the first waiter of
-// the queue (w, or the one after it when w has returned) goes on.
-func (qs *localQueues) settleOffer(w *waiter, code int64, err error, holder bool) (giveBack, granted bool) {
-	qs.mu.Lock()
-	defer qs.mu.Unlock()
-	granted = err == nil && code >= 3
-	if rueidis.IsRedisNil(err) && !holder {
-		// A give-back or a cleanup had nothing to give (its token held no
-		// lock): nothing changed for w, nor for the queue.
-		return w.step(evSettle), false
-	}
-	if rueidis.IsRedisNil(err) {
-		// The holder's lock had expired: the lock is not held by this
-		// Client any more, and the first waiter goes on.
-		err = nil
-	}
-	if granted {
-		if w.state == wsExposed {
-			w.fence = code - 3
-		}
-		giveBack = w.step(evGrant)
-	}
-	giveBack = w.step(evSettle) || giveBack
-	if granted {
-		w.wake()
-		return giveBack, granted
-	}
-	// The queue w was in, or the one that replaced it when it emptied.
-	q := qs.keys[w.q.name]
-	if q != nil && err == nil {
-		q.local = false
-	}
-	// The first waiter goes on: w, or, when w has returned, the one now
-	// first (unless the lock is still this Client's).
-	if w.state != wsLeaving && w.state != wsLeft {
-		w.wake()
-	} else if q != nil && !q.local {
-		if first := q.first(); first != nil {
-			first.wake()
-		}
-	}
-	return giveBack, granted
 }

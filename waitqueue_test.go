@@ -25,6 +25,12 @@ type mWaiter struct {
 	// gaveBackEarly is set when a give-back was asked while a command that
 	// may queue or grant it was still in flight.
 	gaveBackEarly bool
+
+	// A semaphore waiter's (semModel).
+	woken         bool // its signal was seen: it goes on
+	attempting    bool // its attempt is in flight
+	offersN       int  // offers in flight
+	offeredExpose bool
 }
 
 // queueModel drives localQueues with random sequences of join, leave,
@@ -128,7 +134,7 @@ func (m *queueModel) settle(i int) {
 }
 
 func (m *queueModel) offer(key string) {
-	w := m.qs.offer([]string{key})
+	w := m.qs.offer(key)
 	q := m.queues[key]
 	var want *mWaiter
 	if len(q) > 0 && !q[0].granted {
@@ -165,7 +171,7 @@ func (m *queueModel) settleOffer(i int) {
 	}
 	m.drain(mw)
 	holder := m.rng.IntN(2) == 0 // a Release, or a give-back or cleanup
-	asked, granted := m.qs.settleOffer(mw.w, code, err, holder)
+	asked, granted := m.qs.settleOffer(mw.w, &Lock{kind: mw.w.l.kind, keys: mw.w.l.keys}, code, err, holder)
 	m.log = append(m.log, fmt.Sprintf("settle offer %s: code=%d err=%v holder=%v give back=%v", mw.w.l.token, code, err, holder, asked))
 	m.giveBack(mw, asked)
 	if granted != (err == nil && code >= 3) {
@@ -184,10 +190,11 @@ func (m *queueModel) settleOffer(i int) {
 		m.fail("settle offer %s: give back=%v, want %v", mw.w.l.token, asked, want)
 	}
 	if rueidis.IsRedisNil(err) && !holder {
-		// A give-back or a cleanup that held nothing changed nothing:
-		// nobody is woken for nothing.
-		if mw.inQueue && m.drain(mw) {
-			m.fail("settle offer %s: a nil reply woke it", mw.w.l.token)
+		// A give-back or a cleanup that held nothing changed nothing
+		// for the queue; the offered waiter, which skipped its attempt
+		// for the offer, goes on.
+		if !mw.returned && !mw.granted && !m.offered(mw) && !m.drain(mw) {
+			m.fail("settle offer %s: a nil reply, and it was not woken", mw.w.l.token)
 		}
 		return
 	}
@@ -206,6 +213,11 @@ func (m *queueModel) settleOffer(i int) {
 	if q := m.queues[mw.key]; len(q) > 0 && !m.local[mw.key] && !m.drain(q[0]) {
 		m.fail("settle offer %s (code %d): it returned, and the first waiter %s was not woken", mw.w.l.token, code, q[0].w.l.token)
 	}
+}
+
+// offered tells whether an offer to mw is in flight.
+func (m *queueModel) offered(mw *mWaiter) bool {
+	return slices.Contains(m.offers, mw)
 }
 
 func (m *queueModel) grant(mw *mWaiter) {

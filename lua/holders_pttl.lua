@@ -8,17 +8,14 @@
 -- when the key holds no place for the token, or its lease has ended.
 --
 -- It reads no clock (a read-only script may not, on some servers): the key
--- expires with its last lease (save), so the token's lease ends the key's
--- PTTL less the time from its expiry to the last one.
+-- expires at its keep (holders.lua), so the token's lease ends the key's
+-- PTTL less the time from its expiry to the keep.
 local v = redis.pcall("hget", KEYS[1], ARGV[1])
 if type(v) ~= "string" then
 	return false
 end
-local last = 0
-for _, w in ipairs(redis.call("hvals", KEYS[1])) do
-	last = math.max(last, expiry(w))
-end
-local left = redis.call("pttl", KEYS[1]) - (last - expiry(v))
+local keep = tonumber(string.match(redis.call("hget", KEYS[1], "") or "", ":(%d+)$") or "0")
+local left = redis.call("pttl", KEYS[1]) - (keep - expiry(v))
 if left <= 0 then
 	return false
 end

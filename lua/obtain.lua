@@ -31,7 +31,15 @@ local n = lockKeys(fenced)
 
 local fence = 0
 for i = 1, n do
-	local v = value(KEYS[i])
+	local v, left = redis.pcall("get", KEYS[i]), nil
+	if type(v) == "table" then
+		-- Shared holders or a semaphore's (holders.lua) hold the key
+		-- until their last lease ends; once every lease ended it is free.
+		local now = clock()
+		local h = load(KEYS[i], now)
+		v = h.n > 0
+		left = remaining(h, now)
+	end
 	if v then
 		if not owned(v, token) then
 			-- Queued behind others, the waiter is served by releases
@@ -39,7 +47,7 @@ for i = 1, n do
 			if entry ~= "" and enqueue(queue(KEYS[i]), entry) then
 				return -1
 			end
-			local left = redis.call("pttl", KEYS[i])
+			left = left or redis.call("pttl", KEYS[i])
 			if left < 0 then
 				left = 0
 			end
