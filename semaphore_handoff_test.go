@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-223c80a0/redislock"
@@ -353,10 +354,12 @@ return n`
 	require.Equal(t, 0, b.dbsize(t), "keys left behind")
 }
 
-// gate2 holds the first EVALSHA that match accepts (once armed) until open.
+// gate2 holds the first EVALSHA that match accepts (once armed) until open:
+// before it is sent, or with post after its reply came.
 type gate2 struct {
 	held, open chan struct{}
 	match      func(args []string) bool
+	post       bool
 	once       sync.Once
 	armed      atomic.Bool
 }
@@ -367,25 +370,116 @@ type gates struct {
 }
 
 func (g *gates) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	args := cmd.Commands()
-	if strings.EqualFold(args[0], "EVALSHA") {
-		for _, x := range g.gs {
-			if x.armed.Load() && x.match(args) {
-				first := false
-				x.once.Do(func() { first = true })
-				if first {
-					close(x.held)
-					<-x.open
-				}
-				break
+	// rueidis may reuse the arguments once Do returns: a copy.
+	args := slices.Clone(cmd.Commands())
+	script := strings.EqualFold(args[0], "EVALSHA")
+	if script {
+		g.hold(args, false)
+	}
+	res := g.Client.Do(ctx, cmd)
+	if re, ok := rueidis.IsRedisErr(res.Error()); script && !(ok && re.IsNoScript()) {
+		g.hold(args, true)
+	}
+	return res
+}
+
+// hold holds the first armed gate of the kind (post) that matches args, the
+// first time it does.
+func (g *gates) hold(args []string, post bool) {
+	for _, x := range g.gs {
+		if x.post == post && x.armed.Load() && x.match(args) {
+			first := false
+			x.once.Do(func() { first = true })
+			if first {
+				close(x.held)
+				<-x.open
 			}
+			break
 		}
 	}
-	return g.Client.Do(ctx, cmd)
 }
 
 func newGate(match func([]string) bool) *gate2 {
 	return &gate2{held: make(chan struct{}), open: make(chan struct{}), match: match}
+}
+
+func newPostGate(match func([]string) bool) *gate2 {
+	g := newGate(match)
+	g.post = true
+	return g
+}
+
+// A Release's offer to a waiter with a custom token whose script lands
+// after the waiter's Obtain returned (granted through the channel by
+// another Client's release) and after that Lock's Release: the token holds
+// a permit again. Its caller obtains again with the same token, and that
+// obtain's script runs before the late offer's answer is read. The late
+// permit is then that obtain's: it must not be given back, or the Lock
+// returned as held holds nothing and another Client takes the limit.
+func TestObtainSemaphore_lateOfferKeepsCustomTokensPermit(t *testing.T) {
+	b := realBackend(t)
+	ctx := t.Context()
+	var laTok atomic.Value
+	laTok.Store("\xff")
+	ofLa := func(a []string) bool { return slices.Contains(a, laTok.Load().(string)) }
+	ofTok := func(a []string) bool { return slices.Contains(a, "tok") && !ofLa(a) }
+	offer, offerDone, again := newGate(ofLa), newPostGate(ofLa), newPostGate(ofTok)
+	a := redislock.New(&gates{Client: b.client, gs: []*gate2{offer, offerDone, again}}, redislock.WithReleaseTimeout(100*time.Millisecond))
+	other := redislock.New(b.client)
+	for range 2 { // the scripts loaded: the gates see EVALSHA
+		wl, err := a.ObtainSemaphore(ctx, "warm", 2, time.Minute, nil)
+		require.NoError(t, err)
+		require.NoError(t, wl.Release(ctx))
+	}
+	la, err := a.ObtainSemaphore(ctx, "sem", 2, time.Minute, nil)
+	require.NoError(t, err)
+	laTok.Store(la.Token())
+	lb, err := other.ObtainSemaphore(ctx, "sem", 2, time.Minute, nil)
+	require.NoError(t, err)
+	w := obtainKindAsync(ctx, a, "sem", 2, &redislock.Options{Token: "tok", RetryStrategy: forever})
+	eventually(t, func() bool { return queueLen(t, b, "sem") == 1 }, "the waiter queues in Redis")
+
+	// la's Release offers its permit to the waiter; its script is held.
+	offer.armed.Store(true)
+	relA := make(chan error, 1)
+	go func() { relA <- la.Release(context.Background()) }()
+	<-offer.held
+	require.NoError(t, lb.Release(ctx)) // grants the waiter through the channel
+	r := <-w
+	require.NoError(t, r.err)
+	require.NoError(t, r.lock.Release(ctx))
+
+	// The offer's script runs now: tok holds a permit again; its answer
+	// is held.
+	offerDone.armed.Store(true)
+	close(offer.open)
+	<-offerDone.held
+	// The caller obtains again with tok; its script finds the permit its
+	// own, and its answer is held while the offer's is read.
+	again.armed.Store(true)
+	r2 := make(chan result, 1)
+	go func() {
+		l, err := a.ObtainSemaphore(context.Background(), "sem", 2, time.Minute, &redislock.Options{Token: "tok"})
+		r2 <- result{l, err}
+	}()
+	<-again.held
+	close(offerDone.open)
+	require.NoError(t, <-relA)
+	close(again.open)
+	r = <-r2
+	require.NoError(t, r.err)
+
+	// Nothing took tok's permit: another Client gets one permit, not two.
+	o1, err1 := other.ObtainSemaphore(ctx, "sem", 2, time.Minute, nil)
+	o2, err2 := other.ObtainSemaphore(ctx, "sem", 2, time.Minute, nil)
+	assert.False(t, err1 == nil && err2 == nil, "3 holders of a semaphore of 2")
+	for _, o := range []*redislock.Lock{o1, o2} {
+		if o != nil {
+			require.NoError(t, o.Release(ctx))
+		}
+	}
+	require.Equal(t, 1, holderCount(t, b, "sem"), "the Lock returned as held holds its permit")
+	require.NoError(t, r.lock.Release(ctx))
 }
 
 // A waiter woken while a Release of its Client offers it a permit skips its

@@ -192,13 +192,19 @@ func (qs *localQueues) settleOffer(w *waiter, rel *Lock, code int64, err error, 
 			// gives it back.
 			return false, false
 		}
-		// Nobody's: it is given back at once (the give-back's release
-		// passes it on, or wakes the first waiter), and an Obtain of
-		// this Client by w's token waits for that (markSettling). Only
-		// an obtain by w's token sent before now, whose script ran after
-		// this one (it found the permit its own) and whose reply is not
-		// in yet, loses it to the give-back: a caller that reuses its
-		// Options.Token at once after its Release.
+		if !w.l.randomToken() {
+			// A custom token's (Options.Token): an obtain by the same
+			// token may be in flight, its script run after this one (it
+			// found the permit its own) and its reply not in yet; a
+			// give-back would take the permit of the Lock it returns.
+			// The permit stays the token's: its next obtain takes it
+			// again (idempotent) and its Release gives it back, or its
+			// lease ends.
+			return false, false
+		}
+		// Nobody's (a random token names one Obtain alone, and it has
+		// returned): it is given back at once (the give-back's release
+		// passes it on, or wakes the first waiter).
 		qs.countPermit(w.l)
 		qs.markSettling(w.l.token)
 		return true, false
