@@ -243,8 +243,8 @@ func takeTimeoutSetup(t *testing.T) (backend, *redislock.Client) {
 	b := realBackend(t)
 	ctx := t.Context()
 	const limit = 2
-	g := &gated{Client: b.client, name: "EVALSHA", held: make(chan struct{}), open: make(chan struct{})}
-	a := redislock.New(g, redislock.WithReleaseTimeout(100*time.Millisecond))
+	g := newGate(func([]string) bool { return true }) // the first EVALSHA
+	a := redislock.New(&gates{Client: b.client, gs: []*gate2{g}}, redislock.WithReleaseTimeout(100*time.Millisecond))
 	other := redislock.New(b.client)
 	la, err := a.ObtainSemaphore(ctx, "sem", limit, time.Minute, nil)
 	require.NoError(t, err)

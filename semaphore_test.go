@@ -3,13 +3,11 @@ package redislock_test
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -366,36 +364,13 @@ func TestObtainSemaphore_permitFreedByOtherClient(t *testing.T) {
 	})
 }
 
-// gated holds the first command named name sent once armed until open is
-// closed; held is closed when it holds it.
-type gated struct {
-	rueidis.Client
-	name  string
-	armed atomic.Bool
-	once  sync.Once
-	held  chan struct{}
-	open  chan struct{}
-}
-
-func (g *gated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	if g.armed.Load() && strings.EqualFold(cmd.Commands()[0], g.name) {
-		first := false
-		g.once.Do(func() { first = true })
-		if first {
-			close(g.held)
-			<-g.open
-		}
-	}
-	return g.Client.Do(ctx, cmd)
-}
-
 // An ObtainSemaphore that may not wait (NoRetry) makes its attempt when
 // another obtain of its Client, which joined its local queue, has its
 // first attempt in flight: permits are free.
 func TestObtainSemaphore_noRetryBesideAnAttempt(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		g := &gated{Client: b.client, name: "EVALSHA", held: make(chan struct{}), open: make(chan struct{})}
-		c := redislock.New(g)
+		g := newGate(func([]string) bool { return true }) // the first EVALSHA
+		c := redislock.New(&gates{Client: b.client, gs: []*gate2{g}})
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
 		// A waiter on another key brings the Client's channel up: an
